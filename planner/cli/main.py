@@ -1,0 +1,235 @@
+"""``planner``: the one command-line entry point, a thin shell over the Python API.
+
+Exit status: 0 success (for ``plan``: at least one safe trajectory), 3 no safe trajectory,
+2 unusable input (one line naming the file and the problem), 1 a bug (with traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import __version__
+from ..errors import InputError, PlannerError
+
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_NO_SAFE_PATH = 0, 1, 2, 3
+
+_NUMBER_LIST = re.compile(r"^-?\d*\.?\d+(,\s*-?\d*\.?\d+)*$")
+_VALUE_OPTIONS = ("--target",)
+
+
+def normalise_argv(argv: Sequence[str]) -> list[str]:
+    """Let options take values that start with '-' (``--target -82,82,-8``).
+
+    argparse would read ``-82,82,-8`` as an unknown option; it is joined to its option as
+    ``--target=-82,82,-8``, which argparse accepts.
+    """
+    out: list[str] = []
+    i = 0
+    args = list(argv)
+    while i < len(args):
+        a = args[i]
+        if a in _VALUE_OPTIONS and i + 1 < len(args) and _NUMBER_LIST.match(args[i + 1]):
+            out.append(f"{a}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+class _Progress:
+    """A tqdm bar on stderr, shown on terminals only, one bar per step name."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._bar: Any = None
+        self._what = ""
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if what != self._what or self._bar is None:
+            self.close()
+            self._bar = tqdm(total=total, desc=what, unit="file", file=sys.stderr, leave=False, disable=None)
+            self._what = what
+        self._bar.n = done
+        self._bar.refresh()
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._what = ""
+
+
+def _modality(value: str) -> str | None:
+    return None if value.lower() == "any" else value.upper()
+
+
+# ---------------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..images import load_image, load_series, scan_folder, select_series, source_kind
+
+    path = Path(args.path)
+    progress = _Progress(not args.json)
+    result: dict[str, Any] = {"source": str(path), "format": source_kind(path), "series": [], "skipped": [], "image": None}
+    error: str | None = None
+    try:
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+        if result["format"] == "dicom":
+            scan = scan_folder(path, progress)
+            result["series"] = scan.describe()
+            result["skipped"] = [{"file": f, "reason": r} for f, r in scan.skipped + scan.corrupt_unknown_series]
+            series = select_series(scan, args.series, _modality(args.modality))
+            image = load_series(series, str(path), progress)
+        else:
+            image = load_image(path, args.series, _modality(args.modality), progress)
+        result["image"] = image.describe()
+    except InputError as exc:
+        error = str(exc)
+    finally:
+        progress.close()
+    result["error"] = error
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(_format_info(result))
+    if error:
+        if not args.json:
+            print(f"planner: error: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_OK
+
+
+def _format_info(r: dict[str, Any]) -> str:
+    lines = [f"source: {r['source']} ({r['format']})"]
+    if r["series"]:
+        lines.append(f"series found: {len(r['series'])}")
+        loaded = (r["image"] or {}).get("series_instance_uid")
+        for s in r["series"]:
+            mark = "*" if s["series_instance_uid"] == loaded else "-"
+            sizes = ", ".join(f"{k} ({v})" for k, v in s["image_sizes"].items())
+            desc = f" {s['description']!r}" if s["description"] else ""
+            lines.append(f"  {mark} {s['series_instance_uid']}  {s['modality'] or '?'}  {s['images']} images  {sizes}{desc}")
+    if r["skipped"]:
+        reasons: dict[str, int] = {}
+        for item in r["skipped"]:
+            reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+        lines.append("files skipped: " + "; ".join(f"{n} {why}" for why, n in reasons.items()))
+    im = r["image"]
+    if im:
+        def fmt(v: Sequence[float], nd: int = 4) -> str:
+            return ", ".join(f"{x:.{nd}f}" for x in v)
+
+        ext = im["extent_lps_mm"]
+        lines += [
+            "image:",
+            f"  modality        {im['modality'] or '?'}",
+            f"  patient         {im['patient_name'] or '-'} (ID {im['patient_id'] or '-'})",
+            f"  study UID       {im['study_instance_uid'] or '-'}",
+            f"  series UID      {im['series_instance_uid'] or '-'}",
+            f"  frame of ref.   {im['frame_of_reference_uid'] or '-'}",
+            f"  acquired        {im['acquisition_date'] or '-'}",
+            f"  size (i, j, k)  {' x '.join(str(n) for n in im['size_ijk'])} voxels",
+            f"  spacing (mm)    {fmt(im['spacing_mm_ijk'])}",
+            f"  orientation     {im['orientation']} (i, j, k point to these patient directions)",
+            f"  origin (LPS)    {fmt(im['origin_lps_mm'], 3)} mm",
+            "  affine (ijk -> LPS mm)",
+            *[f"    [{fmt(row, 6)}]" for row in im["affine"]],
+            f"  extent (LPS)    x {ext['min'][0]:.1f} .. {ext['max'][0]:.1f}, y {ext['min'][1]:.1f} .. {ext['max'][1]:.1f}, "
+            f"z {ext['min'][2]:.1f} .. {ext['max'][2]:.1f} mm",
+            f"  values          {im['value_range'][0]:g} .. {im['value_range'][1]:g} ({im['dtype']})",
+            f"  sha256          {im['sha256']}",
+            "  corrections     " + ("none" if not im["corrections"] else ""),
+            *[f"    - {c}" for c in im["corrections"]],
+        ]
+    return "\n".join(lines)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..images import load_image, save_image, source_kind
+
+    if source_kind(args.output) not in ("nifti", "nrrd"):
+        raise InputError(f"{args.output}: output must end in .nii, .nii.gz or .nrrd")
+    progress = _Progress()
+    try:
+        image = load_image(args.path, args.series, _modality(args.modality), progress)
+    finally:
+        progress.close()
+    save_image(image, args.output)
+    print(f"wrote {args.output}: {image!r}")
+    for c in image.meta.corrections:
+        print(f"  correction: {c}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    for line in run_demo(Path(args.out)):
+        print(line)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="planner",
+        description="Plan needle trajectories on CT (and MR). Positions are DICOM patient coordinates (LPS, mm).",
+    )
+    p.add_argument("--version", action="version", version=f"planner {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    q = sub.add_parser("info", help="list the series under PATH and the geometry of the one that would load")
+    q.add_argument("path", help="DICOM folder (searched recursively) or file, NIfTI or NRRD")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    q.add_argument("--modality", default="CT", help="modality required (default CT; 'any' for any)")
+    q.set_defaults(func=cmd_info)
+
+    q = sub.add_parser("convert", help="write the loaded volume (after every correction) to NIfTI or NRRD")
+    q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD")
+    q.add_argument("output", help="output file: .nii, .nii.gz or .nrrd")
+    q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    q.add_argument("--modality", default="CT", help="modality required (default CT; 'any' for any)")
+    q.set_defaults(func=cmd_convert)
+
+    q = sub.add_parser("demo", help="run the embedded demo cases into out/demo/")
+    q.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    q.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+    try:
+        return int(args.func(args))
+    except InputError as exc:
+        print(f"planner: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except PlannerError as exc:
+        print(f"planner: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("planner: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("planner: internal error (a bug): please report it with the traceback above", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The embedded demo cases (``assets/demo/<case>/``) and what ``planner demo`` does with them.
+
+Each case folder holds ``case.json`` (title, target, procedure), ``ct/`` (a DICOM series) and
+its ground-truth structures. Until the planner exists, the demo loads each CT and writes an
+axial, coronal and sagittal PNG through the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import InputError
+
+
+def assets_dir() -> Path:
+    """The folder of the demo cases: ``$PLANNER_ASSETS`` or ``assets/`` of the source tree."""
+    env = os.environ.get("PLANNER_ASSETS")
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "assets"
+    return path
+
+
+@dataclass(frozen=True)
+class DemoCase:
+    """One embedded case, as described by its ``case.json``."""
+
+    id: str
+    folder: Path
+    info: dict[str, Any]
+
+    @property
+    def ct(self) -> Path:
+        return self.folder / self.info.get("ct", "ct")
+
+    @property
+    def target_lps(self) -> list[float]:
+        return [float(x) for x in self.info["target"]["point"]]
+
+    @property
+    def title(self) -> str:
+        return str(self.info.get("title", self.id))
+
+
+def demo_cases() -> list[DemoCase]:
+    """Every case under ``assets/demo/``, sorted by id."""
+    root = assets_dir() / "demo"
+    if not root.is_dir():
+        raise InputError(f"{root}: demo cases not found (set PLANNER_ASSETS to the project's assets/ folder)")
+    cases = []
+    for f in sorted(root.glob("*/case.json")):
+        cases.append(DemoCase(f.parent.name, f.parent, json.loads(f.read_text())))
+    if not cases:
+        raise InputError(f"{root}: no demo case (no */case.json)")
+    return cases
+
+
+def save_png(pixels: np.ndarray, path: Path, marks: list[tuple[float, float]] = ()) -> None:  # type: ignore[assignment]
+    """Write a uint8 grey image as PNG, atomically, with optional cross marks (col, row)."""
+    from PIL import Image as PILImage, ImageDraw
+
+    im = PILImage.fromarray(pixels, mode="L").convert("RGB")
+    draw = ImageDraw.Draw(im)
+    for c, r in marks:
+        draw.line([(c - 8, r), (c - 3, r)], fill=(255, 200, 0), width=1)
+        draw.line([(c + 3, r), (c + 8, r)], fill=(255, 200, 0), width=1)
+        draw.line([(c, r - 8), (c, r - 3)], fill=(255, 200, 0), width=1)
+        draw.line([(c, r + 3), (c, r + 8)], fill=(255, 200, 0), width=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    im.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def run_demo(out: Path) -> Iterator[str]:
+    """Run every demo case into ``out/<case>/``; yields one line of news per step."""
+    from .images import load_image
+    from .images.reslice import WINDOWS, plane_through, window
+
+    for case in demo_cases():
+        image = load_image(case.ct)
+        yield f"{case.id}: loaded {case.title}: {image!r}"
+        target = np.array(case.target_lps)
+        level, width = WINDOWS[case.info.get("window", "soft-tissue")]
+        for plane in ("axial", "coronal", "sagittal"):
+            pixels, to_lps = plane_through(image, plane, target)  # type: ignore[arg-type]
+            col, row, _ = np.linalg.solve(to_lps, target)
+            path = out / case.id / "images" / f"{plane}.png"
+            save_png(window(pixels, level, width), path, [(float(col), float(row))])
+            yield f"{case.id}: wrote {path}"

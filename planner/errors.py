@@ -1,0 +1,24 @@
+"""The project's exceptions.
+
+Library code raises these; only the command line turns them into messages and exit codes
+(``InputError`` -> exit status 2). Each message names the file or value, what is wrong
+and, where it helps, what is allowed or what to do.
+"""
+
+from __future__ import annotations
+
+
+class PlannerError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InputError(PlannerError, ValueError):
+    """The input (a file, a folder, an argument) cannot be used as given."""
+
+
+class GeometryError(InputError):
+    """An image's geometry is invalid or cannot be made regular safely."""
+
+
+class MissingDependencyError(PlannerError, ImportError):
+    """An optional back end is needed but not installed; the message says what to install."""

@@ -1,0 +1,20 @@
+"""Images: the one image type and the loaders of DICOM, NIfTI and NRRD (all in LPS)."""
+
+from .dicom import DicomScan, DicomSeries, load_dicom, load_series, scan_folder, select_series
+from .image import MAX_VOXELS, Image, ImageMeta
+from .io import load_image, save_image, source_kind
+
+__all__ = [
+    "Image",
+    "ImageMeta",
+    "MAX_VOXELS",
+    "DicomScan",
+    "DicomSeries",
+    "load_dicom",
+    "load_image",
+    "load_series",
+    "save_image",
+    "scan_folder",
+    "select_series",
+    "source_kind",
+]

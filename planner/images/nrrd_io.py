@@ -1,0 +1,72 @@
+"""NRRD reading and writing (pynrrd). RAS-space files are flipped to LPS here only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from . import geometry
+from .image import Image, ImageMeta, check_voxel_count
+
+_LPS_NAMES = {"left-posterior-superior", "lps"}
+_RAS_NAMES = {"right-anterior-superior", "ras"}
+
+
+def load_nrrd(path: str | os.PathLike[str]) -> Image:
+    """Read a 3D scalar NRRD file into an LPS :class:`Image`."""
+    import nrrd
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    try:
+        header = nrrd.read_header(str(p))
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable NRRD file ({exc})") from None
+    sizes = [int(s) for s in header.get("sizes", [])]
+    if len(sizes) != 3:
+        raise InputError(f"{p}: a 3D scalar volume is needed, the file has sizes {sizes}")
+    check_voxel_count(tuple(sizes), str(p))
+    space = str(header.get("space", "")).lower()
+    if space not in _LPS_NAMES | _RAS_NAMES:
+        raise InputError(f"{p}: NRRD space {header.get('space')!r} is not LPS or RAS; patient positions are unknown")
+    dirs = header.get("space directions")
+    origin = header.get("space origin")
+    if dirs is None or origin is None:
+        raise InputError(f"{p}: NRRD header lacks 'space directions' or 'space origin'")
+    dirs = np.asarray(dirs, dtype=float)
+    if dirs.shape != (3, 3) or not np.all(np.isfinite(dirs)):
+        raise InputError(f"{p}: 'space directions' must be three 3-vectors, got {header.get('space directions')}")
+    try:
+        data, _ = nrrd.read(str(p), index_order="C")  # C order: [k, j, i]
+    except Exception as exc:
+        raise InputError(f"{p}: the voxel data cannot be read ({exc}); the file may be truncated") from None
+    affine = np.eye(4)
+    affine[:3, :3] = dirs.T  # row n of 'space directions' is the step along file axis n (i, j, k)
+    affine[:3, 3] = np.asarray(origin, float)
+    if space in _RAS_NAMES:
+        affine = geometry.flip_xy(affine)
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    meta = ImageMeta(source=str(path), source_format="NRRD")
+    return Image(np.ascontiguousarray(data), affine, meta)
+
+
+def save_nrrd(image: Image, path: str | os.PathLike[str]) -> None:
+    """Write an :class:`Image` as a gzip NRRD in LPS space."""
+    import nrrd
+
+    data = np.asarray(image.voxels)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": image.affine[:3, :3].T.tolist(),
+        "space origin": image.affine[:3, 3].tolist(),
+        "kinds": ["domain", "domain", "domain"],
+        "encoding": "gzip",
+    }
+    nrrd.write(str(path), np.ascontiguousarray(data), header, index_order="C")
