@@ -240,3 +240,28 @@ def test_rescale_slope_gives_float_hu(tmp_path):
 def test_load_image_dispatches_on_the_path(reference):
     folder, ref = reference
     assert load_image(folder).sha256 == ref.sha256
+
+
+def test_bits_above_bits_stored_are_ignored(tmp_path, reference):
+    """Some scanners leave overlay bits above BitsStored; they are not part of the HU value."""
+    _, ref = reference
+    paths = write_acquisition(tmp_path, Acquisition())
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        arr = ds.pixel_array.astype(np.uint16)
+        ds.BitsStored, ds.HighBit = 12, 11
+        ds.PixelData = (arr | np.uint16(0xF000)).tobytes()  # garbage in the 4 unused bits
+        ds.save_as(p)
+    image = load_dicom(tmp_path)
+    assert np.array_equal(image.voxels, ref.voxels)
+
+
+def test_values_beyond_int16_are_kept_as_float(tmp_path):
+    paths = write_acquisition(tmp_path, Acquisition(n_slices=5))
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.RescaleIntercept = "30000"
+        ds.save_as(p)
+    image = load_dicom(tmp_path)
+    assert image.voxels.dtype == np.float32
+    assert image.voxels.max() > 32767

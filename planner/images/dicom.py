@@ -42,6 +42,23 @@ _NON_VOLUME_PREFIXES = {
     "1.2.840.10008.5.1.4.1.1.66.": "spatial registration or fiducials",
 }
 
+# Image storage SOP classes: a file of one of these without pixel data is truncated.
+_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1",  # CR
+    "1.2.840.10008.5.1.4.1.1.1.1",  # DX
+    "1.2.840.10008.5.1.4.1.1.2",  # CT
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4",  # MR
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.6.1",  # US
+    "1.2.840.10008.5.1.4.1.1.12.1",  # XA
+    "1.2.840.10008.5.1.4.1.1.20",  # NM
+    "1.2.840.10008.5.1.4.1.1.128",  # PET
+    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
+}
+
 #: Positions closer than this along the normal (mm) are "the same position".
 DUPLICATE_TOL_MM = 0.01
 #: A slice position off the regular grid by more than this share of the step is irregular.
@@ -180,7 +197,6 @@ def scan_folder(path: str | os.PathLike[str], progress: Progress | None = None) 
     InputError
         If ``path`` does not exist, or holds no file at all.
     """
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     root = Path(path)
@@ -193,6 +209,13 @@ def scan_folder(path: str | os.PathLike[str], progress: Progress | None = None) 
     by_uid: dict[str, DicomSeries] = {}
     skipped: list[tuple[str, str]] = []
     corrupt_unknown: list[tuple[str, str]] = []
+
+    def corrupt(f: Path, uid: str, reason: str) -> None:
+        if uid:
+            by_uid.setdefault(uid, DicomSeries(uid)).corrupt.append(str(f))
+        else:
+            corrupt_unknown.append((str(f), reason))
+
     for n, f in enumerate(files):
         if progress is not None:
             progress(n, len(files), "reading DICOM headers")
@@ -203,28 +226,24 @@ def scan_folder(path: str | os.PathLike[str], progress: Progress | None = None) 
             continue
         except Exception as exc:  # a DICOM file whose header cannot be parsed
             if _has_dicm_magic(f):
-                uid = _series_uid_of_broken(f)
-                reason = f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})"
-                if uid and uid in by_uid:
-                    by_uid[uid].corrupt.append(str(f))
-                elif uid:
-                    by_uid.setdefault(uid, DicomSeries(uid)).corrupt.append(str(f))
-                else:
-                    corrupt_unknown.append((str(f), reason))
+                corrupt(f, _series_uid_of_broken(f), f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})")
             else:
                 skipped.append((str(f), "not a DICOM file"))
             continue
-        sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", ""))
+        sop_class = str(ds.get("SOPClassUID", "") or "")
         if not sop_class and hasattr(ds, "file_meta"):
             sop_class = str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
         kind = _sop_kind(sop_class)
         if kind is not None:
             skipped.append((str(f), kind))
             continue
-        if "PixelData" not in ds and "FloatPixelData" not in ds:
-            skipped.append((str(f), "no pixel data"))
-            continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if "PixelData" not in ds and "FloatPixelData" not in ds:
+            if sop_class in _IMAGE_SOP_CLASSES or "Rows" in ds:
+                corrupt(f, uid, "corrupt or truncated DICOM file (an image object without pixel data)")
+            else:
+                skipped.append((str(f), "no pixel data"))
+            continue
         if not uid:
             skipped.append((str(f), "image without SeriesInstanceUID"))
             continue
@@ -233,9 +252,7 @@ def scan_folder(path: str | os.PathLike[str], progress: Progress | None = None) 
         s.paths.append(str(f))
     if progress is not None:
         progress(len(files), len(files), "reading DICOM headers")
-    series = [s for s in by_uid.values()]
-    series.sort(key=lambda s: (-s.n_images(), s.uid))
-    del pydicom
+    series = sorted(by_uid.values(), key=lambda s: (-s.n_images(), s.uid))
     return DicomScan(str(root), series, skipped, len(files), corrupt_unknown)
 
 
@@ -450,64 +467,73 @@ _PLAIN_FILE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # pixel byt
 _PIXEL_TAG = b"\xe0\x7f\x10\x00"
 
 
-def _read_trailing_pixels(path: str, nbytes: int) -> bytes | None:
-    """The pixel bytes of an uncompressed file whose last element is Pixel Data, else None.
+def _read_trailing_pixels(path: str, out: memoryview) -> bool:
+    """Read the pixel bytes of an uncompressed file straight into ``out``.
 
-    Reads only the pixel bytes (no second parse of the header): the element header just before
-    the last ``nbytes`` of the file is checked to be (7FE0,0010) with that exact length.
+    Only for files whose last element is Pixel Data of exactly ``len(out)`` bytes (the element
+    header just before them is checked): no second parse of the header, no extra copy.
+    Returns False when the layout is not that simple (the caller then goes through pydicom).
     """
+    nbytes = out.nbytes
     length = nbytes + (nbytes & 1)
     try:
         size = os.path.getsize(path)
         if size < length + 12:
-            return None
+            return False
         with open(path, "rb") as f:
             f.seek(size - length - 12)
             head = f.read(12)
             if int.from_bytes(head[8:12], "little") != length:
-                return None
+                return False
             if head[4:8] != _PIXEL_TAG and not (head[0:4] == _PIXEL_TAG and head[4:6] in (b"OW", b"OB")):
-                return None
-            data = f.read(nbytes)
+                return False
+            return f.readinto(out) == nbytes
     except OSError:
-        return None
-    return data if len(data) == nbytes else None
+        return False
+
+
+def _pixel_format(ds: Any) -> tuple[str, int, int, bool]:
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if meta is not None else "1.2.840.10008.1.2"
+    bits_alloc = int(ds.get("BitsAllocated", 16))
+    bits_stored = int(ds.get("BitsStored", bits_alloc))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    return ts, bits_alloc, bits_stored, signed
+
+
+def _mask_bits(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
+    """Drop the bits above BitsStored (sign-extending signed values)."""
+    bits_alloc = arr.dtype.itemsize * 8
+    if bits_stored >= bits_alloc:
+        return arr
+    shift = bits_alloc - bits_stored
+    if signed:
+        return (arr << shift) >> shift
+    return arr & np.array((1 << bits_stored) - 1, dtype=arr.dtype)
 
 
 def _decode_file(ds: Any, path: str) -> np.ndarray:
     """Stored pixel values of a file as (frames, rows, columns), before rescale."""
     rows, cols = int(ds.Rows), int(ds.Columns)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    meta = getattr(ds, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if meta is not None else "1.2.840.10008.1.2"
-    bits_alloc = int(ds.get("BitsAllocated", 16))
-    bits_stored = int(ds.get("BitsStored", bits_alloc))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    ts, bits_alloc, bits_stored, signed = _pixel_format(ds)
     try:
         if ts in _NATIVE_SYNTAXES and bits_alloc in (8, 16, 32):
             dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_alloc // 8}")
             need = rows * cols * n_frames * dtype.itemsize
-            raw = _read_trailing_pixels(path, need) if ts in _PLAIN_FILE_SYNTAXES else None
-            if raw is None:
-                raw = ds.PixelData
+            raw = ds.PixelData
             if len(raw) < need:
                 raise InputError(
                     f"{path}: pixel data is truncated ({len(raw)} bytes, {need} expected for "
                     f"{n_frames}x{rows}x{cols} at {bits_alloc} bits)"
                 )
             arr = np.frombuffer(raw, dtype=dtype, count=rows * cols * n_frames).reshape(n_frames, rows, cols)
-            if bits_stored < bits_alloc:
-                shift = bits_alloc - bits_stored
-                if signed:
-                    arr = (arr << shift) >> shift
-                else:
-                    arr = arr & np.array((1 << bits_stored) - 1, dtype=dtype)
-            return arr
+            return _mask_bits(arr, bits_stored, signed)
         arr = ds.pixel_array
     except InputError:
         raise
     except Exception as exc:
-        name = getattr(getattr(meta, "TransferSyntaxUID", None), "name", ts)
+        name = getattr(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None), "name", ts)
         raise InputError(f"{path}: cannot decode the pixel data ({name}): {exc}") from None
     arr = np.asarray(arr)
     if arr.ndim == 2:
@@ -517,47 +543,81 @@ def _decode_file(ds: Any, path: str) -> np.ndarray:
     return arr
 
 
-def _decode_all(series: DicomSeries, needed: set[str], progress: Progress | None, workers: int | None) -> dict[str, np.ndarray]:
-    jobs = [(ds, p) for ds, p in zip(series.headers, series.paths) if p in needed]
-    n_workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    out: dict[str, np.ndarray] = {}
-    if progress is not None:
-        progress(0, len(jobs), "decoding slices")
-    if n_workers <= 1 or len(jobs) < 4:
-        for n, (ds, p) in enumerate(jobs):
-            out[p] = _decode_file(ds, p)
-            if progress is not None:
-                progress(n + 1, len(jobs), "decoding slices")
-        return out
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        for n, (p, arr) in enumerate(pool.map(lambda job: (job[1], _decode_file(*job)), jobs)):
-            out[p] = arr
-            if progress is not None:
-                progress(n + 1, len(jobs), "decoding slices")
-    return out
+class _NeedsFloat(Exception):
+    """Rescaled values do not fit int16: the volume is read again as float32."""
 
 
-def _fill_volume(slices: list[_Slice], decoded: dict[str, np.ndarray]) -> np.ndarray:
-    """Rescaled voxel values (n, rows, cols): int16 when the values allow, else float32."""
-    shape = (len(slices), slices[0].rows, slices[0].columns)
-    if all(s.slope == 1.0 and float(s.intercept).is_integer() for s in slices):
-        frames = [decoded[s.path][s.frame] for s in slices]
-        if all(
-            f.size == 0 or (int(f.min()) + s.intercept >= -32768 and int(f.max()) + s.intercept <= 32767)
-            for f, s in zip(frames, slices)
-        ):
-            vol = np.empty(shape, dtype=np.int16)
-            for k, (f, s) in enumerate(zip(frames, slices)):
-                if f.dtype.itemsize == 2 and (f.dtype.kind == "i" or f.size == 0 or int(f.max()) <= 32767):
-                    f = f.view(np.int16)  # same values; int16 arithmetic is 20x faster than via int32
-                    np.add(f, np.int16(s.intercept), out=vol[k])
-                else:
-                    np.add(f, np.int32(s.intercept), out=vol[k], casting="unsafe")
-            return vol
-    vol32 = np.empty(shape, dtype=np.float32)
+def _store(vol: np.ndarray, k: int, stored: np.ndarray, s: _Slice) -> None:
+    """Rescale one frame's stored values into ``vol[k]``."""
+    if vol.dtype == np.float32:
+        vol[k] = stored.astype(np.float64) * s.slope + s.intercept
+        return
+    icpt = int(s.intercept)
+    lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+    if lo + icpt < -32768 or hi + icpt > 32767:
+        raise _NeedsFloat
+    if stored.dtype.itemsize == 2 and (stored.dtype.kind == "i" or hi <= 32767):
+        np.add(stored.view(np.int16), np.int16(icpt), out=vol[k])  # int16 arithmetic, no wrap
+    else:
+        np.add(stored, np.int32(icpt), out=vol[k], casting="unsafe")
+
+
+def _read_file_into(vol: np.ndarray, ds: Any, path: str, targets: list[tuple[int, _Slice]]) -> None:
+    """Decode one file and store its frames at their slice indices ``targets``."""
+    ts, bits_alloc, bits_stored, signed = _pixel_format(ds)
+    if (
+        vol.dtype == np.int16 and len(targets) == 1 and ts in _PLAIN_FILE_SYNTAXES and bits_alloc == 16
+        and int(ds.get("NumberOfFrames", 1) or 1) == 1
+    ):
+        k, s = targets[0]
+        dest = vol[k]
+        if _read_trailing_pixels(path, memoryview(dest).cast("B")):
+            stored = _mask_bits(dest.view("<i2" if signed else "<u2"), bits_stored, signed)
+            _store(vol, k, stored, s)  # in place when unmasked: numpy handles the overlap
+            return
+    frames = _decode_file(ds, path)
+    for k, s in targets:
+        _store(vol, k, frames[s.frame], s)
+
+
+def _read_volume(
+    series: DicomSeries, slices: list[_Slice], progress: Progress | None, workers: int | None
+) -> np.ndarray:
+    """Decode every slice (in parallel threads) straight into one (n, rows, cols) array.
+
+    int16 when every slope is 1 and every intercept an integer and the values fit, else float32.
+    """
+    header_of = dict(zip(series.paths, series.headers))
+    by_file: dict[str, list[tuple[int, _Slice]]] = defaultdict(list)
     for k, s in enumerate(slices):
-        vol32[k] = decoded[s.path][s.frame].astype(np.float64) * s.slope + s.intercept
-    return vol32
+        by_file[s.path].append((k, s))
+    jobs = list(by_file.items())
+    shape = (len(slices), slices[0].rows, slices[0].columns)
+    integral = all(s.slope == 1.0 and float(s.intercept).is_integer() for s in slices)
+    n_workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    for dtype in ((np.int16, np.float32) if integral else (np.float32,)):
+        vol = np.empty(shape, dtype=dtype)
+        try:
+            if progress is not None:
+                progress(0, len(jobs), "decoding slices")
+
+            def work(job: tuple[str, list[tuple[int, _Slice]]]) -> None:
+                _read_file_into(vol, header_of[job[0]], job[0], job[1])
+
+            if n_workers <= 1 or len(jobs) < 4:
+                for n, job in enumerate(jobs):
+                    work(job)
+                    if progress is not None:
+                        progress(n + 1, len(jobs), "decoding slices")
+            else:
+                with ThreadPoolExecutor(max_workers=n_workers) as pool:
+                    for n, _ in enumerate(pool.map(work, jobs)):
+                        if progress is not None:
+                            progress(n + 1, len(jobs), "decoding slices")
+            return vol
+        except _NeedsFloat:
+            continue
+    raise AssertionError("unreachable: float32 holds every rescaled value")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,9 +671,7 @@ def load_series(
     slices = [slices[i] for i in order]
     s_pos = s_pos[order]
 
-    decoded = _decode_all(series, {s.path for s in slices}, progress, workers)
-    volume = _fill_volume(slices, decoded)
-    del decoded
+    volume = _read_volume(series, slices, progress, workers)
 
     # Duplicates: identical copies are dropped, different images at one position refused.
     keep = [0]

@@ -69,4 +69,5 @@ def save_nrrd(image: Image, path: str | os.PathLike[str]) -> None:
         "kinds": ["domain", "domain", "domain"],
         "encoding": "gzip",
     }
-    nrrd.write(str(path), np.ascontiguousarray(data), header, index_order="C")
+    # gzip level 1: several times faster than the default 9 on CT, about 10 % larger.
+    nrrd.write(str(path), np.ascontiguousarray(data), header, compression_level=1, index_order="C")
