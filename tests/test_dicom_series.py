@@ -260,7 +260,7 @@ def test_values_beyond_int16_are_kept_as_float(tmp_path):
     paths = write_acquisition(tmp_path, Acquisition(n_slices=5))
     for p in paths:
         ds = pydicom.dcmread(p)
-        ds.RescaleIntercept = "30000"
+        ds.RescaleIntercept = "32000"  # stored values up to ~2000 -> above 32767
         ds.save_as(p)
     image = load_dicom(tmp_path)
     assert image.voxels.dtype == np.float32
