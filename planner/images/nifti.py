@@ -66,3 +66,30 @@ def save_nifti(image: Image, path: str | os.PathLike[str]) -> None:
     img.set_qform(affine_ras, code=1)
     img.header.set_xyzt_units("mm")
     nib.save(img, str(path))
+
+
+def nifti_label_table(path: str | os.PathLike[str]) -> dict[int, str] | None:
+    """Label names stored in a NIfTI header extension, as TotalSegmentator's multilabel output
+    writes them (a Caret XML ``LabelTable``); None if the file carries none."""
+    import xml.etree.ElementTree as ET
+
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable NIfTI file ({exc})") from None
+    for ext in getattr(img.header, "extensions", []):
+        content = ext.get_content()
+        if isinstance(content, bytes) and b"LabelTable" in content:
+            try:
+                root = ET.fromstring(content.decode("utf-8", "replace").strip().rstrip("\x00"))
+            except ET.ParseError as exc:
+                raise InputError(f"{path}: unreadable label table in the header extension ({exc})") from None
+            table = {}
+            for label in root.iter("Label"):
+                key = label.get("Key")
+                if key is not None and label.text:
+                    table[int(key)] = label.text.strip()
+            return table or None
+    return None
