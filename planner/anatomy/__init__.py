@@ -1,7 +1,10 @@
 """Anatomy: structure sets on the CT grid, their vocabulary, importers and segmentation."""
 
+from .dicom_seg import load_dicom_seg
 from .importers import load_label_map, load_structures, load_totalsegmentator_folder, read_label_table
 from .registry import StructureClass, class_of, colour_of, structure_table
+from .rtstruct import load_rtstruct
+from .slicer_seg import load_slicer_seg, save_slicer_seg
 from .structures import Structure, StructureSet
 
 __all__ = [
@@ -10,9 +13,13 @@ __all__ = [
     "StructureSet",
     "class_of",
     "colour_of",
+    "load_dicom_seg",
     "load_label_map",
+    "load_rtstruct",
+    "load_slicer_seg",
     "load_structures",
     "load_totalsegmentator_folder",
     "read_label_table",
+    "save_slicer_seg",
     "structure_table",
 ]

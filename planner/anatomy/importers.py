@@ -188,12 +188,27 @@ def load_label_map(
 
 
 def load_structures(path: str | os.PathLike[str], ct: Image, label_table=None, progress=None) -> StructureSet:
-    """Any supported structure source: a TotalSegmentator folder, or a label map file."""
+    """Any supported structure source: a TotalSegmentator folder, a label map file, a 3D Slicer
+    ``.seg.nrrd``, or a DICOM SEG or RTSTRUCT (a file, or a folder holding exactly one)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
+    if p.name.lower().endswith(".seg.nrrd"):
+        from .slicer_seg import load_slicer_seg
+
+        return load_slicer_seg(p, ct)
+    from .dicom_seg import find_dicom_structures, load_dicom_seg
+
+    found = find_dicom_structures(p)  # None when the path holds no DICOM file
+    if found is not None:
+        from .rtstruct import load_rtstruct
+
+        return (load_dicom_seg if found[0] == "seg" else load_rtstruct)(found[1], ct)
     if p.is_dir():
         return load_totalsegmentator_folder(p, ct, progress)
     if source_kind(p) in ("nifti", "nrrd"):
         return load_label_map(p, ct, label_table)
-    raise InputError(f"{p}: unsupported structure source (expected a TotalSegmentator folder or a label map)")
+    raise InputError(
+        f"{p}: unsupported structure source (expected a TotalSegmentator folder, a label map, a .seg.nrrd, "
+        f"or a DICOM SEG or RTSTRUCT)"
+    )
