@@ -5,14 +5,12 @@ PlanePositionSequence, PlaneOrientationSequence, PixelMeasuresSequence): the fra
 line up with the CT's slices, cover all of them, or share its in-plane grid. Overlapping
 segments stay separate structures. Fractional segments are thresholded at 0.5.
 
-The helpers at the top (naming, placing a mask with its colour, finding a SEG or RTSTRUCT file
-in a folder) are shared with :mod:`.rtstruct` and :mod:`.slicer_seg`.
+Finding a SEG or RTSTRUCT file in a folder (``locate``) is shared with :mod:`.rtstruct`.
 """
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..images import Image
 from ..images.resample import resample_to_grid
-from .registry import structure_table
+from .placing import Colour, extent_text, extents_overlap, grid_corners, on_ct_grid, structure_name, unique_name
 from .structures import StructureSet
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -30,66 +28,6 @@ RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 _KINDS = {SEG_STORAGE: "seg", LABEL_MAP_SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}
 _WORDS = {"seg": "DICOM SEG", "rtstruct": "DICOM RTSTRUCT"}
 
-Colour = tuple[int, int, int]
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared by the format importers
-# ---------------------------------------------------------------------------------------------
-@lru_cache(maxsize=1)
-def _canonical_names() -> dict[str, str]:
-    return {name.lower(): name for name in structure_table()}
-
-
-def structure_name(label: str) -> str:
-    """The TotalSegmentator-style name for a label when one matches, else the label as given.
-
-    The match ignores case and reads spaces as underscores: ``"Liver"`` -> ``"liver"``,
-    ``"Spinal Cord"`` -> ``"spinal_cord"``, ``"GREEN"`` stays ``"GREEN"``.
-    """
-    text = str(label).strip()
-    return _canonical_names().get(text.lower().replace(" ", "_"), text)
-
-
-def unique_name(name: str, taken: set[str]) -> str:
-    """``name``, or ``name_2``, ``name_3``... when already taken; records the result in ``taken``."""
-    out, n = name, 1
-    while out in taken:
-        n += 1
-        out = f"{name}_{n}"
-    taken.add(out)
-    return out
-
-
-def grid_corners(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-    """LPS centres of the 8 corner voxels of a grid ``shape`` (nk, nj, ni) on ``affine``, (8, 3)."""
-    nk, nj, ni = shape
-    idx = np.array([[i, j, k, 1.0] for k in (0, nk - 1) for j in (0, nj - 1) for i in (0, ni - 1)])
-    return (idx @ np.asarray(affine, float).T)[:, :3]
-
-
-def extents_overlap(corners: np.ndarray, ct: Image, tol_mm: float = 1.0) -> bool:
-    """Whether the LPS bounding box of ``corners`` (n, 3) meets the CT's, with ``tol_mm`` slack."""
-    lo, hi = corners.min(axis=0), corners.max(axis=0)
-    c = ct.corners()
-    return bool(np.all(lo <= c.max(axis=0) + tol_mm) and np.all(hi >= c.min(axis=0) - tol_mm))
-
-
-def extent_text(corners: np.ndarray) -> str:
-    return f"LPS {np.round(corners.min(axis=0), 1).tolist()} .. {np.round(corners.max(axis=0), 1).tolist()} mm"
-
-
-def on_ct_grid(mask: np.ndarray, mask_affine: np.ndarray, ct: Image) -> np.ndarray:
-    """A boolean mask indexed [k, j, i] on ``mask_affine`` brought onto the CT grid.
-
-    Exact on a shared lattice; otherwise linear interpolation thresholded at 0.5 (the rule
-    :func:`planner.anatomy.importers.add_mask` follows). Returns shape ``ct.shape``.
-    """
-    m = np.asarray(mask).astype(bool, copy=False)
-    if m.shape == ct.shape and np.allclose(mask_affine, ct.affine, atol=1e-4):
-        return m
-    r = resample_to_grid(m.astype(np.uint8), mask_affine, ct.shape, ct.affine, order=1, cval=0)
-    return r.astype(bool) if r.dtype == np.uint8 else r >= 0.5
 
 
 def add_structure(sset: StructureSet, name: str, on_ct: np.ndarray, colour: Colour | None, source: str) -> bool:

@@ -19,22 +19,8 @@ from ..images import Image
 from ..images.io import source_kind
 from ..images.nifti import load_nifti, nifti_label_table
 from ..images.nrrd_io import load_nrrd
-from ..images.resample import resample_to_grid
+from .placing import extent_text, extents_overlap, on_ct_grid
 from .structures import StructureSet
-
-
-def _extent_overlaps(a: Image | tuple[tuple[int, ...], np.ndarray], ct: Image, tol_mm: float = 1.0) -> bool:
-    if isinstance(a, Image):
-        corners = a.corners()
-    else:
-        shape, affine = a
-        im = Image(np.zeros((1, 1, 1), np.uint8), affine)
-        nk, nj, ni = shape
-        idx = np.array([[i, j, k] for k in (0, nk - 1) for j in (0, nj - 1) for i in (0, ni - 1)], float)
-        corners = im.ijk_to_lps(idx)
-    lo, hi = corners.min(axis=0), corners.max(axis=0)
-    clo, chi = ct.corners().min(axis=0), ct.corners().max(axis=0)
-    return bool(np.all(lo <= chi + tol_mm) and np.all(hi >= clo - tol_mm))
 
 
 def add_mask(sset: StructureSet, ct: Image, name: str, mask: np.ndarray, mask_affine: np.ndarray, source: str) -> None:
@@ -43,11 +29,7 @@ def add_mask(sset: StructureSet, ct: Image, name: str, mask: np.ndarray, mask_af
     if not m.any():
         sset.empty.append(name)
         return
-    if m.shape == ct.shape and np.allclose(mask_affine, ct.affine, atol=1e-4):
-        on_ct = m
-    else:
-        r = resample_to_grid(m.astype(np.uint8), mask_affine, ct.shape, ct.affine, order=1, cval=0)
-        on_ct = r >= 0.5 if r.dtype != np.uint8 else r.astype(bool)
+    on_ct = on_ct_grid(m, mask_affine, ct)
     if not on_ct.any():
         raise InputError(f"{source}: structure {name!r} lies entirely outside the CT")
     sset.add(name, on_ct, source=source)
@@ -57,12 +39,9 @@ def _check_grid(image: Image, ct: Image, path: Path) -> None:
     fr, ct_fr = image.meta.frame_of_reference_uid, ct.meta.frame_of_reference_uid
     if fr and ct_fr and fr != ct_fr:
         raise InputError(f"{path}: frame of reference {fr} differs from the CT's {ct_fr}")
-    if not _extent_overlaps(image, ct):
-        lo, hi = image.corners().min(axis=0), image.corners().max(axis=0)
-        clo, chi = ct.corners().min(axis=0), ct.corners().max(axis=0)
+    if not extents_overlap(image.corners(), ct):
         raise InputError(
-            f"{path}: the masks (LPS {np.round(lo, 1).tolist()} .. {np.round(hi, 1).tolist()} mm) do not overlap "
-            f"the CT ({np.round(clo, 1).tolist()} .. {np.round(chi, 1).tolist()} mm)"
+            f"{path}: the masks ({extent_text(image.corners())}) do not overlap the CT ({extent_text(ct.corners())})"
         )
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..images import Image
-from .dicom_seg import add_structure, locate, structure_name, unique_name
+from .dicom_seg import add_structure, locate
+from .placing import structure_name, unique_name
 from .structures import StructureSet
 
 #: Largest distance (CT slice steps) a contour point may lie from its slice plane.

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..images import Image, geometry
-from .dicom_seg import add_structure, extent_text, extents_overlap, grid_corners, on_ct_grid, structure_name, unique_name
+from .dicom_seg import add_structure
+from .placing import extent_text, extents_overlap, grid_corners, on_ct_grid, structure_name, unique_name
 from .structures import StructureSet
 
 _LPS_NAMES = {"left-posterior-superior", "lps"}
