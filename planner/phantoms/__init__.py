@@ -1,0 +1,12 @@
+"""Deterministic synthetic CT phantoms with ground-truth structures (demo cases and tests).
+
+``make_thorax()`` is an adult chest with a solid nodule in the right lower lobe;
+``make_knee()`` a right knee with a joint effusion. Both are built from analytic shapes in
+patient space (LPS mm), so every mask, landmark and volume is known exactly.
+"""
+
+from .common import Phantom
+from .knee import make_knee
+from .thorax import make_thorax
+
+__all__ = ["Phantom", "make_knee", "make_thorax"]
