@@ -105,27 +105,6 @@ def write_nifti_gz(image: Image, path: Path) -> None:
     tmp_path.replace(path)
 
 
-def fix_instance_uids(paths: list[Path], uid_seed: str) -> None:
-    """Give every slice the SOP Instance UID derived from the case's seed.
-
-    pydicom's ``Dataset.compress`` draws a fresh random SOP Instance UID when it compresses a
-    slice; this puts back one derived from ``uid_seed`` and the slice index (as the writer does
-    for uncompressed series), so that the files are the same on every run. The compressed pixel
-    data is copied as it is.
-    """
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    for k, path in enumerate(paths):
-        uid = generate_uid(entropy_srcs=[f"{uid_seed}/sop/{k}"])
-        ds = pydicom.dcmread(path)
-        if ds.SOPInstanceUID == uid and ds.file_meta.MediaStorageSOPInstanceUID == uid:
-            continue
-        ds.SOPInstanceUID = uid
-        ds.file_meta.MediaStorageSOPInstanceUID = uid
-        ds.save_as(path, enforce_file_format=True)
-
-
 def folder_digest(folder: Path) -> str:
     """sha256 over the names and bytes of every file in a folder (sorted)."""
     h = hashlib.sha256()
@@ -147,10 +126,9 @@ def build_case(case_id: str, out_root: Path) -> dict:
     ct_dir = folder / "ct"
     if ct_dir.exists():
         shutil.rmtree(ct_dir)
-    paths = write_image_as_dicom(
+    write_image_as_dicom(
         phantom.ct, ct_dir, transfer_syntax=spec["transfer_syntax"], uid_seed=spec["uid_seed"], meta=spec["meta"]
     )
-    fix_instance_uids(paths, spec["uid_seed"])
     back = load_image(ct_dir)
     if back.shape != phantom.ct.shape or not np.array_equal(back.voxels, phantom.ct.voxels):
         raise SystemExit(f"{case_id}: the DICOM series does not read back to the same voxels")

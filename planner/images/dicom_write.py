@@ -168,7 +168,7 @@ def write_ct_slices(
         if ts in (TRANSFER_SYNTAXES["implicit"], TRANSFER_SYNTAXES["explicit"], TRANSFER_SYNTAXES["deflate"]):
             fm.TransferSyntaxUID = ts
         else:
-            ds.compress(ts, arr)
+            ds.compress(ts, arr, generate_instance_uid=False)  # keep the seeded UID
         name = file_names[k] if file_names is not None else f"IM{k + 1:05d}.dcm"
         path = out / name
         implicit = ts == TRANSFER_SYNTAXES["implicit"]
