@@ -86,8 +86,10 @@ def run_demo(out: Path) -> Iterator[str]:
         yield f"{case.id}: loaded {case.title}: {image!r}"
         target = np.array(case.target_lps)
         level, width = WINDOWS[case.info.get("window", "soft-tissue")]
+        extent = np.ptp(image.corners(), axis=0).max()
+        pixel_mm = min(float(image.spacing.min()), float(extent) / 512.0)  # about 512 pixels across
         for plane in ("axial", "coronal", "sagittal"):
-            pixels, to_lps = plane_through(image, plane, target)  # type: ignore[arg-type]
+            pixels, to_lps = plane_through(image, plane, target, pixel_mm=pixel_mm)  # type: ignore[arg-type]
             col, row, _ = np.linalg.solve(to_lps, target)
             path = out / case.id / "images" / f"{plane}.png"
             save_png(window(pixels, level, width), path, [(float(col), float(row))])
