@@ -1,0 +1,124 @@
+"""The target of a procedure: a point, a named structure, or a lesion grown from a seed point.
+
+Whatever the form, a target ends as one LPS point the needle tip aims at, plus (for a
+structure or a lesion) its mask, volume and diameter for the report.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..images import Image
+from ..images.geometry import spacing as grid_spacing
+from .structures import Structure, StructureSet
+
+_POINT = re.compile(r"^\s*(-?\d+(?:\.\d*)?|-?\.\d+)\s*,\s*(-?\d+(?:\.\d*)?|-?\.\d+)\s*,\s*(-?\d+(?:\.\d*)?|-?\.\d+)\s*$")
+
+
+def parse_point(text: str) -> np.ndarray:
+    """``"X,Y,Z"`` in LPS mm -> array (3,). Negative values are common (``-82,82,-8``)."""
+    m = _POINT.match(text or "")
+    if not m:
+        raise InputError(f"target {text!r}: expected three numbers X,Y,Z in LPS millimetres, e.g. -82,82,-8")
+    return np.array([float(g) for g in m.groups()])
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the needle tip goes.
+
+    ``point`` is LPS mm. ``structure`` (cropped, on the CT grid) is set for a named structure or
+    a segmented lesion, with ``volume_ml``, ``diameter_mm`` (equivalent sphere) and
+    ``max_diameter_mm`` (largest extent).
+    """
+
+    point: tuple[float, float, float]
+    label: str
+    how: str
+    structure: Structure | None = None
+    volume_ml: float | None = None
+    diameter_mm: float | None = None
+    max_diameter_mm: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"point": [round(float(x), 2) for x in self.point], "label": self.label, "how": self.how}
+        for key in ("volume_ml", "diameter_mm", "max_diameter_mm"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = round(float(value), 2)
+        return out
+
+
+def _check_inside(ct: Image, point: np.ndarray, what: str) -> None:
+    if not ct.contains_lps(point):
+        lo, hi = ct.corners().min(axis=0), ct.corners().max(axis=0)
+        raise InputError(
+            f"{what} {np.round(point, 1).tolist()} (LPS mm) lies outside the scan "
+            f"(LPS {np.round(lo, 1).tolist()} .. {np.round(hi, 1).tolist()} mm)"
+        )
+
+
+def target_at_point(ct: Image, point: Sequence[float], label: str = "target") -> Target:
+    """A bare point target (LPS mm); refused outside the scan."""
+    p = np.asarray(point, float)
+    _check_inside(ct, p, "target")
+    return Target(tuple(float(x) for x in p), label, "point")  # type: ignore[arg-type]
+
+
+def _measure(mask_crop: np.ndarray, affine: np.ndarray, offset: Sequence[int]) -> tuple[np.ndarray, float, float, float]:
+    """Deepest interior point (LPS), volume (ml), equivalent and largest diameters (mm)."""
+    from scipy import ndimage
+
+    sp = grid_spacing(affine)
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    n = int(np.count_nonzero(mask_crop))
+    volume = n * voxel_ml
+    eq_diameter = float((6.0 * volume * 1000.0 / np.pi) ** (1.0 / 3.0))
+    depth = ndimage.distance_transform_edt(np.pad(mask_crop, 1), sampling=sp[::-1])[1:-1, 1:-1, 1:-1]
+    kji = np.array(np.unravel_index(int(np.argmax(depth)), mask_crop.shape)) + np.asarray(offset)
+    a = np.asarray(affine, float)
+    deepest = a[:3, :3] @ kji[::-1] + a[:3, 3]
+    pts = np.argwhere(mask_crop) + np.asarray(offset)
+    lps = pts[:, ::-1] @ a[:3, :3].T + a[:3, 3]
+    if len(lps) > 2000:  # the largest extent is between two vertices of the convex hull
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            lps = lps[ConvexHull(lps).vertices]
+        except QhullError:  # a flat structure: every point then
+            pass
+    from scipy.spatial.distance import pdist
+
+    max_d = float(pdist(lps).max()) if len(lps) > 1 else 0.0
+    return deepest, volume, eq_diameter, max_d
+
+
+def target_from_structure(ct: Image, sset: StructureSet, name: str) -> Target:
+    """The deepest point inside a named structure (its centre, for a round lesion)."""
+    if name not in sset:
+        have = ", ".join(sorted(s.name for s in sset if s.cls.value in ("target", "fluid"))) or "none"
+        raise InputError(f"target structure {name!r} is not in the structure set (targets and fluids there: {have})")
+    s = sset[name]
+    point, volume, eq_d, max_d = _measure(s.mask, sset.affine, s.offset)
+    return Target(tuple(float(x) for x in point), name, "structure", s, volume, eq_d, max_d)  # type: ignore[arg-type]
+
+
+def target_from_seed(ct: Image, seed: Sequence[float], label: str = "lesion", max_radius_mm: float = 40.0) -> Target:
+    """Segment the lesion (nodule, mass, collection) around a seed point and aim at its centre."""
+    from .autoseg import segment_lesion
+
+    p = np.asarray(seed, float)
+    _check_inside(ct, p, "seed point")
+    mask = segment_lesion(ct, p, max_radius_mm=max_radius_mm)
+    if mask is None or not np.any(mask):
+        raise InputError(f"no lesion found around the seed point {np.round(p, 1).tolist()} (LPS mm)")
+    sset = StructureSet.for_image(ct)
+    s = sset.add(label, mask, cls="target", source=f"grown from seed {np.round(p, 1).tolist()}")
+    assert s is not None
+    point, volume, eq_d, max_d = _measure(s.mask, sset.affine, s.offset)
+    return Target(tuple(float(x) for x in point), label, "seed", s, volume, eq_d, max_d)  # type: ignore[arg-type]
