@@ -1,0 +1,307 @@
+"""The public steps (CT grid in, CT-grid masks ``[k, j, i]`` out) and ``segment_ct``.
+
+Each step can run alone: give it the CT and, where it needs them, the masks of earlier steps
+(computed for you when left out). ``segment_ct`` runs them all once, sharing the working
+grids, and returns a ``StructureSet``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ...errors import InputError
+from ...images import Image
+from ..structures import StructureSet
+from . import body as _body
+from . import bones as _bones
+from . import lungs as _lungs
+from . import lungtexture as _tex
+from .grid import WorkGrid, bbox
+
+#: Working grid voxel sizes (mm): body and table on a coarse grid, the rest on a finer one.
+BODY_GRID_MM = 3.0
+WORK_GRID_MM = 2.0
+
+#: What ``segment_ct(parts=...)`` accepts, and the structures each part adds.
+PARTS: dict[str, tuple[str, ...]] = {
+    "body": ("body",),
+    "airways": ("trachea", "airways"),
+    "lungs": ("lung_left", "lung_right"),
+    "bones": ("bone", "vertebrae", "ribs_left", "ribs_right", "sternum", "scapula_left", "scapula_right",
+              "clavicula_left", "clavicula_right", "hip_left", "hip_right"),
+    "lung_vessels": ("lung_vessels",),
+    "emphysema": ("emphysema",),
+    "fissures": ("lung_fissures",),
+}
+
+#: Classes of the names that ``structures.tsv`` may not list yet.
+_CLASSES = {"bone": "bone", "ribs_left": "bone", "ribs_right": "bone"}
+
+Progress = Callable[[int, int, str], None]
+
+
+def _check_ct(ct: Image) -> None:
+    if not isinstance(ct, Image):
+        raise InputError(f"expected a planner Image, got {type(ct).__name__}")
+    if min(ct.shape) < 3:
+        raise InputError(f"the scan is too small to segment: grid {ct.shape} (need at least 3 voxels per axis)")
+    if ct.meta.modality and ct.meta.modality.upper() not in ("CT", "OT"):
+        raise InputError(f"automatic segmentation needs a CT (HU values); this scan's modality is {ct.meta.modality}")
+
+
+def _check_mask(mask: np.ndarray, ct: Image, what: str) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.shape != ct.shape:
+        raise InputError(f"{what} mask shape {m.shape} does not match the CT grid {ct.shape}")
+    return m.astype(bool, copy=False)
+
+
+class _Run:
+    """Shared state of one segmentation: the CT, its working grids and what is computed."""
+
+    def __init__(self, ct: Image):
+        _check_ct(ct)
+        self.ct = ct
+        self.hu_full = ct.voxels
+        self.g = WorkGrid(ct, WORK_GRID_MM)
+        self.hu = self.g.down(ct.voxels)
+        self.full: dict[str, np.ndarray] = {}
+        self.work: dict[str, np.ndarray] = {}
+
+    # --- helpers ------------------------------------------------------------------------
+    def _work_of(self, name: str) -> np.ndarray:
+        if name not in self.work:
+            self.work[name] = self.g.down(self.full[name], "majority")
+        return self.work[name]
+
+    def give(self, name: str, mask: np.ndarray) -> None:
+        self.full[name] = _check_mask(mask, self.ct, name)
+
+    # --- steps --------------------------------------------------------------------------
+    def body(self) -> np.ndarray:
+        if "body" not in self.full:
+            g3 = WorkGrid(self.ct, BODY_GRID_MM)
+            coarse = _body.body_work(g3.down(self.hu_full), g3)
+            self.full["body"] = _body.refine_to_ct(coarse, g3, self.hu_full > _body.BODY_HU)
+        return self.full["body"]
+
+    def airways(self) -> tuple[np.ndarray, np.ndarray]:
+        if "trachea" not in self.full:
+            bw = self._work_of_body()
+            aw = _lungs.airway_work(self.hu, bw, self.g)
+            self.work["airway_all"] = aw
+            tr, br = _lungs.split_trachea(aw, self.g)
+            lumen = self.hu_full < _lungs.AIR_LUMEN_FULL_HU
+            self.full["trachea"] = _body.refine_to_ct(tr, self.g, lumen)
+            self.full["airways"] = _body.refine_to_ct(br, self.g, lumen) & ~self.full["trachea"]
+        return self.full["trachea"], self.full["airways"]
+
+    def _work_of_body(self) -> np.ndarray:
+        self.body()
+        return self._work_of("body")
+
+    def lungs(self) -> tuple[np.ndarray, np.ndarray]:
+        if "lung_left" not in self.full:
+            bw = self._work_of_body()
+            if "airway_all" not in self.work:
+                tr, br = self.airways()
+                self.work["airway_all"] = self.g.down(tr | br, "any")
+            left, right = _lungs.lungs_work(self.hu, bw, self.work["airway_all"], self.g)
+            self.work["lung_left"], self.work["lung_right"] = left, right
+            inside = self.hu_full < _lungs.LUNG_EDGE_FULL_HU
+            lf = _body.refine_to_ct(left, self.g, inside)
+            rf = _body.refine_to_ct(right, self.g, inside) & ~lf
+            self.full["lung_left"], self.full["lung_right"] = lf, rf
+        return self.full["lung_left"], self.full["lung_right"]
+
+    def lung_union_work(self) -> np.ndarray:
+        self.lungs()
+        return self._work_of("lung_left") | self._work_of("lung_right")
+
+    def lung_union_full(self) -> np.ndarray:
+        lf, rf = self.lungs()
+        return lf | rf
+
+    def bones(self) -> dict[str, np.ndarray]:
+        if "bone" not in self.full:
+            bw = self._work_of_body()
+            bone_w = _bones.bone_work(self.hu, bw, self.g)
+            bone = _body.refine_to_ct(bone_w, self.g, self.hu_full > _bones.BONE_EDGE_FULL_HU) & self.body()
+            self.full["bone"] = bone
+            lungs_w = self.lung_union_work()
+            parts = _bones.split_bone(bone_w, bw, lungs_w, self.g)
+            labels = np.zeros(self.g.shape, np.uint8)
+            names = list(parts)
+            for i, name in enumerate(names, start=1):
+                labels[parts[name] & (labels == 0)] = i
+            # Carry labels one voxel outwards so that the refined rim of each bone keeps its name.
+            grown = ndi.grey_dilation(labels, size=(3, 3, 3))
+            labels = np.where(labels > 0, labels, grown)
+            full_labels = self.g.up(labels)
+            box = bbox(bone)
+            for i, name in enumerate(names, start=1):
+                m = np.zeros(self.ct.shape, bool)
+                if box is not None and parts[name].any():
+                    m[box] = bone[box] & (full_labels[box] == i)
+                self.full[name] = m
+        return {k: self.full[k] for k in PARTS["bones"]}
+
+    def vessels(self) -> np.ndarray:
+        if "lung_vessels" not in self.full:
+            lw = self.lung_union_work()
+            v = _tex.vessel_work(self.hu, lw, self.g.spacing_spl, self.g.voxel_ml)
+            v = ndi.binary_dilation(v, ndi.generate_binary_structure(3, 1))
+            lung = self.lung_union_full()
+            masses_full = self.g.up(_tex.round_masses(self.hu, lw, self.g.spacing_spl))
+            self.full["lung_vessels"] = (
+                self.g.up(v) & lung & (self.hu_full > _tex.VESSEL_EDGE_FULL_HU) & ~masses_full
+            )
+        return self.full["lung_vessels"]
+
+    def emphysema(self) -> np.ndarray:
+        if "emphysema" not in self.full:
+            self.full["emphysema"] = _tex.emphysema_full(self.hu_full, self.lung_union_full())
+        return self.full["emphysema"]
+
+    def fissures(self) -> np.ndarray:
+        if "lung_fissures" not in self.full:
+            lung = self.lung_union_full()
+            d = self.ct.direction
+            axes = np.stack([d[:, 2], d[:, 1], d[:, 0]], axis=1)  # array axes k, j, i in LPS
+            sp = self.ct.spacing[::-1]
+            cand = _tex.fissure_plates(self.hu_full, lung, sp, axes)
+            self.full["lung_fissures"] = _tex.keep_sheets(cand, sp)
+        return self.full["lung_fissures"]
+
+
+# --- public steps ---------------------------------------------------------------------------------
+def body_mask(ct: Image) -> np.ndarray:
+    """The patient's body ``[k, j, i]``: inside the skin, lungs and bowel gas included, without
+    the table, cushions, blankets and air."""
+    return _Run(ct).body()
+
+
+def airway_mask(ct: Image, body: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(trachea, bronchi)`` lumen masks; both empty when the scan shows no trachea."""
+    run = _Run(ct)
+    if body is not None:
+        run.give("body", body)
+    return run.airways()
+
+
+def lung_masks(
+    ct: Image, body: np.ndarray | None = None, airways: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(left, right)`` lungs (vessels and nodules inside them included; trachea and main
+    bronchi excluded). ``airways``: the trachea and bronchi lumen, if already segmented."""
+    run = _Run(ct)
+    if body is not None:
+        run.give("body", body)
+    if airways is not None:
+        run.work["airway_all"] = run.g.down(_check_mask(airways, ct, "airways"), "any")
+    return run.lungs()
+
+
+def bone_mask(ct: Image, body: np.ndarray | None = None) -> np.ndarray:
+    """All bone (cortex, marrow and medullary cavities; not the spinal canal)."""
+    run = _Run(ct)
+    if body is not None:
+        run.give("body", body)
+    bw = run._work_of_body()
+    bone_w = _bones.bone_work(run.hu, bw, run.g)
+    return _body.refine_to_ct(bone_w, run.g, run.hu_full > _bones.BONE_EDGE_FULL_HU) & run.body()
+
+
+def split_bones(
+    ct: Image, body: np.ndarray | None = None, lungs: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Bone and its parts: ``bone``, ``vertebrae``, ``ribs_left``/``_right``, ``sternum``,
+    ``scapula_*``, ``clavicula_*``, ``hip_*`` (empty masks where a part is not found)."""
+    run = _Run(ct)
+    if body is not None:
+        run.give("body", body)
+    if lungs is not None:
+        lm = _check_mask(lungs, ct, "lungs")
+        run.full["lung_left"] = lm
+        run.full["lung_right"] = np.zeros(ct.shape, bool)
+    out = run.bones()
+    return {"bone": run.full["bone"], **out}
+
+
+def lung_vessel_mask(ct: Image, lungs: np.ndarray | None = None) -> np.ndarray:
+    """Intrapulmonary vessels (bright tubes in the lungs; round masses left out)."""
+    run = _Run(ct)
+    if lungs is not None:
+        run.full["lung_left"] = _check_mask(lungs, ct, "lungs")
+        run.full["lung_right"] = np.zeros(ct.shape, bool)
+    return run.vessels()
+
+
+def emphysema_mask(ct: Image, lungs: np.ndarray | None = None) -> np.ndarray:
+    """Lung voxels below -950 HU after a light in-plane smoothing."""
+    if lungs is None:
+        left, right = lung_masks(ct)
+        lungs = left | right
+    return _tex.emphysema_full(ct.voxels, _check_mask(lungs, ct, "lungs"))
+
+
+def fissure_mask(ct: Image, lungs: np.ndarray | None = None) -> np.ndarray:
+    """Pieces of the interlobar fissures found as thin bright plates (incomplete: a fissure
+    is often found in strips; empty where the fissures are not visible)."""
+    run = _Run(ct)
+    if lungs is not None:
+        run.full["lung_left"] = _check_mask(lungs, ct, "lungs")
+        run.full["lung_right"] = np.zeros(ct.shape, bool)
+    return run.fissures()
+
+
+# --- everything -----------------------------------------------------------------------------------
+def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str] | None = None) -> StructureSet:
+    """Classical automatic segmentation of a CT into a ``StructureSet`` (source "automatic").
+
+    Parameters
+    ----------
+    ct : Image
+        A CT in HU.
+    progress : callable, optional
+        ``progress(done, total, what)``, called before each step and once at the end.
+    parts : iterable of str, optional
+        Subset of ``PARTS`` (body, airways, lungs, bones, lung_vessels, emphysema, fissures);
+        all when None. Steps the chosen ones need run too, but add nothing.
+    """
+    wanted = list(PARTS) if parts is None else list(dict.fromkeys(parts))
+    unknown = [p for p in wanted if p not in PARTS]
+    if unknown:
+        raise InputError(f"unknown segmentation part(s) {unknown}; choose from {', '.join(PARTS)}")
+    run = _Run(ct)
+    steps = [p for p in PARTS if p in wanted]
+    total = len(steps)
+    sset = StructureSet.for_image(ct)
+    for done, step in enumerate(steps):
+        if progress is not None:
+            progress(done, total, step)
+        if step == "body":
+            masks = {"body": run.body()}
+        elif step == "airways":
+            tr, br = run.airways()
+            masks = {"trachea": tr, "airways": br}
+        elif step == "lungs":
+            lf, rf = run.lungs()
+            masks = {"lung_left": lf, "lung_right": rf}
+        elif step == "bones":
+            b = run.bones()
+            masks = {"bone": run.full["bone"], **b}
+        elif step == "lung_vessels":
+            masks = {"lung_vessels": run.vessels()}
+        elif step == "emphysema":
+            masks = {"emphysema": run.emphysema()}
+        else:
+            masks = {"lung_fissures": run.fissures()}
+        for name, m in masks.items():
+            sset.add(name, m, cls=_CLASSES.get(name), source="automatic")
+    if progress is not None:
+        progress(total, total, "done")
+    return sset
