@@ -109,18 +109,36 @@ class StructureSet:
         c = StructureClass.parse(cls)
         return [s for s in self._items.values() if s.cls == c]
 
-    def mask(self, name: str) -> np.ndarray:
-        """Full-grid boolean mask of one structure."""
-        return self[name].full(self.shape)  # type: ignore[arg-type]
+    def mask(self, name: str, region: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+        """Boolean mask of one structure on the whole grid, or on a box of it (``region``)."""
+        return self.union(names=[name], region=region) if name in self else self[name].full(self.shape)  # type: ignore[arg-type]
 
-    def union(self, names: Iterable[str] = (), classes: Iterable[StructureClass | str] = ()) -> np.ndarray:
-        """Full-grid union of the named structures and of every structure of the classes."""
-        out = np.zeros(self.shape, dtype=bool)
+    def union(
+        self,
+        names: Iterable[str] = (),
+        classes: Iterable[StructureClass | str] = (),
+        region: tuple[slice, slice, slice] | None = None,
+    ) -> np.ndarray:
+        """Union of the named structures and of every structure of the classes.
+
+        On the whole grid, or only on ``region`` (three slices with steps of 1, [k, j, i]).
+        """
+        box = region or tuple(slice(0, n) for n in self.shape)
+        lo = [b.start or 0 for b in box]
+        hi = [min(b.stop if b.stop is not None else n, n) for b, n in zip(box, self.shape)]
+        out = np.zeros(tuple(h - l for l, h in zip(lo, hi)), dtype=bool)
         wanted = set(names)
         cl = {StructureClass.parse(c) for c in classes}
         for s in self._items.values():
-            if s.name in wanted or s.cls in cl:
-                out[s.bbox()] |= s.mask
+            if s.name not in wanted and s.cls not in cl:
+                continue
+            a = [max(o, l) for o, l in zip(s.offset, lo)]
+            b = [min(o + m, h) for o, m, h in zip(s.offset, s.mask.shape, hi)]
+            if any(x >= y for x, y in zip(a, b)):
+                continue
+            out[a[0] - lo[0]:b[0] - lo[0], a[1] - lo[1]:b[1] - lo[1], a[2] - lo[2]:b[2] - lo[2]] |= s.mask[
+                a[0] - s.offset[0]:b[0] - s.offset[0], a[1] - s.offset[1]:b[1] - s.offset[1],
+                a[2] - s.offset[2]:b[2] - s.offset[2]]
         return out
 
     def voxel_volume_ml(self) -> float:
