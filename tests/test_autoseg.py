@@ -16,11 +16,17 @@ from conftest import ABDOMEN_CT, ABDOMEN_SEG, CHEST_CT
 
 from planner.anatomy.autoseg import (
     PARTS,
+    airway_mask,
     body_mask,
+    bone_mask,
+    emphysema_mask,
+    fissure_mask,
     lesion_measurements,
     lung_masks,
+    lung_vessel_mask,
     segment_ct,
     segment_lesion,
+    split_bones,
 )
 from planner.anatomy.autoseg.grid import WorkGrid, fill_holes_2d, hessian_eigenvalues, symmetric_eigenvalues
 from planner.errors import InputError
@@ -124,6 +130,25 @@ def test_phantom_segment_ct_structure_set() -> None:
     assert only.names() == ["body"]
     with pytest.raises(InputError, match="unknown segmentation part"):
         segment_ct(img, parts=["liver"])
+
+
+def test_phantom_single_steps() -> None:
+    img = phantom(flip_x=True)
+    body = body_mask(img)
+    trachea, bronchi = airway_mask(img, body=body)
+    assert trachea.shape == img.shape and trachea.dtype == bool
+    tr = img.lps_to_ijk([0.0, -30.0, 40.0]).round().astype(int)
+    assert trachea[tr[2], tr[1], tr[0]]
+    left, right = lung_masks(img, body=body, airways=trachea | bronchi)
+    lungs = left | right
+    bone = bone_mask(img, body=body)
+    parts = split_bones(img, body=body, lungs=lungs)
+    assert np.array_equal(parts["bone"], bone)
+    assert not np.any(parts["vertebrae"] & ~bone) and parts["vertebrae"].sum() > 0.8 * bone.sum()
+    for mask in (lung_vessel_mask(img, lungs), emphysema_mask(img, lungs), fissure_mask(img, lungs)):
+        assert mask.shape == img.shape and not np.any(mask & ~lungs)
+    with pytest.raises(InputError, match="does not match the CT grid"):
+        lung_vessel_mask(img, lungs[:-1])
 
 
 def test_phantom_lesion() -> None:

@@ -7,7 +7,7 @@ grids, and returns a ``StructureSet``.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -80,6 +80,11 @@ class _Run:
     def give(self, name: str, mask: np.ndarray) -> None:
         self.full[name] = _check_mask(mask, self.ct, name)
 
+    def release(self, keep: Iterable[str]) -> None:
+        """Forget the full-grid masks later steps do not need (a chest CT mask is 37 MB)."""
+        for name in [n for n in self.full if n not in keep]:
+            del self.full[name]
+
     # --- steps --------------------------------------------------------------------------
     def body(self) -> np.ndarray:
         if "body" not in self.full:
@@ -125,29 +130,27 @@ class _Run:
         lf, rf = self.lungs()
         return lf | rf
 
-    def bones(self) -> dict[str, np.ndarray]:
-        if "bone" not in self.full:
-            bw = self._work_of_body()
-            bone_w = _bones.bone_work(self.hu, bw, self.g)
-            bone = _body.refine_to_ct(bone_w, self.g, self.hu_full > _bones.BONE_EDGE_FULL_HU) & self.body()
-            self.full["bone"] = bone
-            lungs_w = self.lung_union_work()
-            parts = _bones.split_bone(bone_w, bw, lungs_w, self.g)
-            labels = np.zeros(self.g.shape, np.uint8)
-            names = list(parts)
-            for i, name in enumerate(names, start=1):
-                labels[parts[name] & (labels == 0)] = i
-            # Carry labels one voxel outwards so that the refined rim of each bone keeps its name.
-            grown = ndi.grey_dilation(labels, size=(3, 3, 3))
-            labels = np.where(labels > 0, labels, grown)
-            full_labels = self.g.up(labels)
-            box = bbox(bone)
-            for i, name in enumerate(names, start=1):
-                m = np.zeros(self.ct.shape, bool)
-                if box is not None and parts[name].any():
-                    m[box] = bone[box] & (full_labels[box] == i)
-                self.full[name] = m
-        return {k: self.full[k] for k in PARTS["bones"]}
+    def bone_parts(self) -> Iterator[tuple[str, np.ndarray]]:
+        """``("bone", union)`` then each named part, one CT-grid mask at a time."""
+        bw = self._work_of_body()
+        bone_w = _bones.bone_work(self.hu, bw, self.g)
+        bone = _body.refine_to_ct(bone_w, self.g, self.hu_full > _bones.BONE_EDGE_FULL_HU) & self.body()
+        yield "bone", bone
+        parts = _bones.split_bone(bone_w, bw, self.lung_union_work(), self.g)
+        labels = np.zeros(self.g.shape, np.uint8)
+        names = list(parts)
+        for i, name in enumerate(names, start=1):
+            labels[parts[name] & (labels == 0)] = i
+        # Carry labels one voxel outwards so that the refined rim of each bone keeps its name.
+        grown = ndi.grey_dilation(labels, size=(3, 3, 3))
+        labels = np.where(labels > 0, labels, grown)
+        box = bbox(bone)
+        full_labels = self.g.up(labels)[box] if box is not None else None
+        for i, name in enumerate(names, start=1):
+            m = np.zeros(self.ct.shape, bool)
+            if box is not None and parts[name].any():
+                m[box] = bone[box] & (full_labels == i)
+            yield name, m
 
     def vessels(self) -> np.ndarray:
         if "lung_vessels" not in self.full:
@@ -210,25 +213,22 @@ def bone_mask(ct: Image, body: np.ndarray | None = None) -> np.ndarray:
     run = _Run(ct)
     if body is not None:
         run.give("body", body)
-    bw = run._work_of_body()
-    bone_w = _bones.bone_work(run.hu, bw, run.g)
-    return _body.refine_to_ct(bone_w, run.g, run.hu_full > _bones.BONE_EDGE_FULL_HU) & run.body()
+    return next(run.bone_parts())[1]  # the union comes first, before any split
 
 
 def split_bones(
     ct: Image, body: np.ndarray | None = None, lungs: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """Bone and its parts: ``bone``, ``vertebrae``, ``ribs_left``/``_right``, ``sternum``,
-    ``scapula_*``, ``clavicula_*``, ``hip_*`` (empty masks where a part is not found)."""
+    ``scapula_*``, ``clavicula_*``, ``hip_*`` (empty masks where a part is not found).
+    ``lungs``: both lungs as one mask, if already segmented (they place ribs and scapulae)."""
     run = _Run(ct)
     if body is not None:
         run.give("body", body)
     if lungs is not None:
-        lm = _check_mask(lungs, ct, "lungs")
-        run.full["lung_left"] = lm
+        run.full["lung_left"] = _check_mask(lungs, ct, "lungs")
         run.full["lung_right"] = np.zeros(ct.shape, bool)
-    out = run.bones()
-    return {"bone": run.full["bone"], **out}
+    return dict(run.bone_parts())
 
 
 def lung_vessel_mask(ct: Image, lungs: np.ndarray | None = None) -> np.ndarray:
@@ -283,25 +283,24 @@ def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str]
     for done, step in enumerate(steps):
         if progress is not None:
             progress(done, total, step)
+        masks: Iterable[tuple[str, np.ndarray]]
         if step == "body":
-            masks = {"body": run.body()}
+            masks = [("body", run.body())]
         elif step == "airways":
-            tr, br = run.airways()
-            masks = {"trachea": tr, "airways": br}
+            masks = zip(("trachea", "airways"), run.airways())
         elif step == "lungs":
-            lf, rf = run.lungs()
-            masks = {"lung_left": lf, "lung_right": rf}
+            masks = zip(("lung_left", "lung_right"), run.lungs())
         elif step == "bones":
-            b = run.bones()
-            masks = {"bone": run.full["bone"], **b}
+            masks = run.bone_parts()  # one at a time: eleven CT-grid masks at once weigh 400 MB
         elif step == "lung_vessels":
-            masks = {"lung_vessels": run.vessels()}
+            masks = [("lung_vessels", run.vessels())]
         elif step == "emphysema":
-            masks = {"emphysema": run.emphysema()}
+            masks = [("emphysema", run.emphysema())]
         else:
-            masks = {"lung_fissures": run.fissures()}
-        for name, m in masks.items():
+            masks = [("lung_fissures", run.fissures())]
+        for name, m in masks:
             sset.add(name, m, cls=_CLASSES.get(name), source="automatic")
+        run.release(keep=("body", "lung_left", "lung_right"))
     if progress is not None:
         progress(total, total, "done")
     return sset
