@@ -47,3 +47,16 @@ def test_named_nodule_gives_its_centre_and_size(thorax):
     assert abs(t.volume_ml - 4 / 3 * np.pi * 0.9**3) < 0.6
     with pytest.raises(InputError, match="not in the structure set"):
         target_from_structure(ct, sset, "no_such_thing")
+
+
+def test_seed_grows_the_phantom_nodule(thorax):
+    from planner.anatomy.target import target_from_seed
+
+    case, ct, sset = thorax
+    seed = np.array(case.target_lps) + [2.0, -2.0, 2.5]  # a click near, not at, the centre
+    t = target_from_seed(ct, seed, label="lung_nodule")
+    assert t.how == "seed" and t.structure is not None
+    truth = sset["lung_nodule"].voxel_count
+    assert abs(t.structure.voxel_count - truth) / truth < 0.2
+    assert 15.0 < t.diameter_mm < 21.0
+    assert np.linalg.norm(np.array(t.point) - case.target_lps) < 2 * max(ct.spacing)

@@ -70,32 +70,24 @@ def target_at_point(ct: Image, point: Sequence[float], label: str = "target") ->
     return Target(tuple(float(x) for x in p), label, "point")  # type: ignore[arg-type]
 
 
-def _measure(mask_crop: np.ndarray, affine: np.ndarray, offset: Sequence[int]) -> tuple[np.ndarray, float, float, float]:
-    """Deepest interior point (LPS), volume (ml), equivalent and largest diameters (mm)."""
+def _deepest_point(s: Structure, affine: np.ndarray) -> np.ndarray:
+    """LPS centre of the voxel farthest inside a structure (its centre, for a round lesion)."""
     from scipy import ndimage
 
     sp = grid_spacing(affine)
-    voxel_ml = float(np.prod(sp)) / 1000.0
-    n = int(np.count_nonzero(mask_crop))
-    volume = n * voxel_ml
-    eq_diameter = float((6.0 * volume * 1000.0 / np.pi) ** (1.0 / 3.0))
-    depth = ndimage.distance_transform_edt(np.pad(mask_crop, 1), sampling=sp[::-1])[1:-1, 1:-1, 1:-1]
-    kji = np.array(np.unravel_index(int(np.argmax(depth)), mask_crop.shape)) + np.asarray(offset)
+    depth = ndimage.distance_transform_edt(np.pad(s.mask, 1), sampling=sp[::-1])[1:-1, 1:-1, 1:-1]
+    kji = np.array(np.unravel_index(int(np.argmax(depth)), s.mask.shape)) + np.asarray(s.offset)
     a = np.asarray(affine, float)
-    deepest = a[:3, :3] @ kji[::-1] + a[:3, 3]
-    pts = np.argwhere(mask_crop) + np.asarray(offset)
-    lps = pts[:, ::-1] @ a[:3, :3].T + a[:3, 3]
-    if len(lps) > 2000:  # the largest extent is between two vertices of the convex hull
-        from scipy.spatial import ConvexHull, QhullError
+    return a[:3, :3] @ kji[::-1] + a[:3, 3]
 
-        try:
-            lps = lps[ConvexHull(lps).vertices]
-        except QhullError:  # a flat structure: every point then
-            pass
-    from scipy.spatial.distance import pdist
 
-    max_d = float(pdist(lps).max()) if len(lps) > 1 else 0.0
-    return deepest, volume, eq_diameter, max_d
+def _structure_target(ct: Image, sset: StructureSet, s: Structure, how: str) -> Target:
+    from .autoseg import lesion_measurements
+
+    size = lesion_measurements(s.full(sset.shape), ct)  # type: ignore[arg-type]
+    point = _deepest_point(s, sset.affine)
+    return Target(tuple(float(x) for x in point), s.name, how, s,  # type: ignore[arg-type]
+                  size["volume_ml"], size["diameter_mm"], size["max_diameter_mm"])
 
 
 def target_from_structure(ct: Image, sset: StructureSet, name: str) -> Target:
@@ -103,9 +95,7 @@ def target_from_structure(ct: Image, sset: StructureSet, name: str) -> Target:
     if name not in sset:
         have = ", ".join(sorted(s.name for s in sset if s.cls.value in ("target", "fluid"))) or "none"
         raise InputError(f"target structure {name!r} is not in the structure set (targets and fluids there: {have})")
-    s = sset[name]
-    point, volume, eq_d, max_d = _measure(s.mask, sset.affine, s.offset)
-    return Target(tuple(float(x) for x in point), name, "structure", s, volume, eq_d, max_d)  # type: ignore[arg-type]
+    return _structure_target(ct, sset, sset[name], "structure")
 
 
 def target_from_seed(ct: Image, seed: Sequence[float], label: str = "lesion", max_radius_mm: float = 40.0) -> Target:
@@ -120,5 +110,4 @@ def target_from_seed(ct: Image, seed: Sequence[float], label: str = "lesion", ma
     sset = StructureSet.for_image(ct)
     s = sset.add(label, mask, cls="target", source=f"grown from seed {np.round(p, 1).tolist()}")
     assert s is not None
-    point, volume, eq_d, max_d = _measure(s.mask, sset.affine, s.offset)
-    return Target(tuple(float(x) for x in point), label, "seed", s, volume, eq_d, max_d)  # type: ignore[arg-type]
+    return _structure_target(ct, sset, s, "seed")

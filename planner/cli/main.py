@@ -174,6 +174,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    from ..anatomy.autoseg import segment_ct
+    from ..anatomy.export import save_structures_folder
+    from ..anatomy.slicer_seg import save_slicer_seg
+    from ..images import load_image
+
+    progress = _Progress()
+    try:
+        ct = load_image(args.path, args.series, "CT", progress)
+        sset = segment_ct(ct, progress=progress)
+    finally:
+        progress.close()
+    out = Path(args.out)
+    save_structures_folder(sset, out)
+    save_slicer_seg(sset, out / "segmentation.seg.nrrd")
+    print(f"segmented {ct!r}")
+    print(f"{'structure':<28}{'class':<11}{'volume ml':>10}")
+    for row in sset.summary():
+        print(f"{row['name']:<28}{row['class']:<11}{row['volume_ml']:>10.1f}")
+    if sset.empty:
+        print("not found: " + ", ".join(sorted(sset.empty)))
+    print(f"wrote {len(sset)} masks (one NIfTI each) and segmentation.seg.nrrd to {out}")
+    return EXIT_OK
+
+
+def cmd_procedures(args: argparse.Namespace) -> int:
+    from ..planning import list_presets
+
+    for p in list_presets().values():
+        print(f"{p.id:<22}{p.title}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
@@ -204,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
     q.add_argument("--modality", default="CT", help="modality required (default CT; 'any' for any)")
     q.set_defaults(func=cmd_convert)
+
+    q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
+    q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    q.set_defaults(func=cmd_segment)
+
+    q = sub.add_parser("procedures", help="list the procedure presets")
+    q.set_defaults(func=cmd_procedures)
 
     q = sub.add_parser("demo", help="run the embedded demo cases into out/demo/")
     q.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
