@@ -94,3 +94,22 @@ def run_demo(out: Path) -> Iterator[str]:
             path = out / case.id / "images" / f"{plane}.png"
             save_png(window(pixels, level, width), path, [(float(col), float(row))])
             yield f"{case.id}: wrote {path}"
+        yield from _plan_case(case, out / case.id)
+
+
+def _plan_case(case: DemoCase, out: Path) -> Iterator[str]:
+    from .planning import list_presets
+    from .workflow import run_plan
+
+    procedure = case.info.get("procedure")
+    if procedure not in list_presets():
+        yield f"{case.id}: no plan yet (procedure {procedure!r} has no preset)"
+        return
+    run = run_plan(case.ct, procedure, out, structures=case.folder / case.info["structures"],
+                   target_label=case.info["target"]["label"])
+    best = run.result.trajectories[0] if run.result.trajectories else None
+    if best is None:
+        yield f"{case.id}: NO SAFE TRAJECTORY; " + "; ".join(run.result.explanation)
+    else:
+        yield (f"{case.id}: planned {procedure}: {len(run.result.trajectories)} trajectories, best depth "
+               f"{best.length_mm:.1f} mm, {best.limiting}; wrote {out / 'plan.json'}")

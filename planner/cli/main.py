@@ -20,7 +20,7 @@ from ..errors import InputError, PlannerError
 EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_NO_SAFE_PATH = 0, 1, 2, 3
 
 _NUMBER_LIST = re.compile(r"^-?\d*\.?\d+(,\s*-?\d*\.?\d+)*$")
-_VALUE_OPTIONS = ("--target",)
+_VALUE_OPTIONS = ("--target", "--seed")
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -174,6 +174,41 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from ..workflow import run_plan
+
+    progress = _Progress()
+    try:
+        run = run_plan(args.ct, args.procedure, args.out, structures=args.structures, target_point=args.target,
+                       target_label=args.target_label, seed=args.seed, series_uid=args.series, n_best=args.n,
+                       progress=progress)
+    finally:
+        progress.close()
+    print(_format_plan(run.result, run.target, run.preset))
+    print(f"wrote {run.out / 'plan.json'}")
+    return EXIT_OK if run.result.status == "ok" else EXIT_NO_SAFE_PATH
+
+
+def _format_plan(result: Any, target: Any, preset: Any) -> str:
+    p = ", ".join(f"{x:.1f}" for x in target.point)
+    size = f", {target.diameter_mm:.0f} mm" if target.diameter_mm else ""
+    lines = [f"{preset.title}", f"target {target.label} at LPS ({p}) mm{size}"]
+    lines += [f"  {e}" for e in result.explanation]
+    if result.status != "ok":
+        lines.append("NO SAFE TRAJECTORY: every candidate breaks a hard constraint (see above).")
+        return "\n".join(lines)
+    for t in result.trajectories:
+        e = ", ".join(f"{x:.1f}" for x in t.entry)
+        lines.append(
+            f"#{t.rank} entry LPS ({e}) mm, depth {t.length_mm:.1f} mm, {t.needle.gauge} {t.needle.length_mm:g} mm, "
+            f"{t.angle_from_vertical_deg:.0f} deg from vertical, {t.craniocaudal_deg:+.0f} deg craniocaudal, "
+            f"{t.position}; {t.limiting}"
+        )
+        for rf in t.risk_factors:
+            lines.append(f"     risk factor: {rf}")
+    return "\n".join(lines)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from ..anatomy.autoseg import segment_ct
     from ..anatomy.export import save_structures_folder
@@ -237,6 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
     q.add_argument("--modality", default="CT", help="modality required (default CT; 'any' for any)")
     q.set_defaults(func=cmd_convert)
+
+    q = sub.add_parser("plan", help="plan needle trajectories and write plan.json into --out")
+    q.add_argument("--ct", required=True, help="DICOM folder or file, NIfTI or NRRD")
+    q.add_argument("--structures", help="TotalSegmentator folder, label map, .seg.nrrd, DICOM SEG or RTSTRUCT "
+                                       "(default: automatic segmentation of the CT)")
+    t = q.add_mutually_exclusive_group(required=True)
+    t.add_argument("--target", help="target point X,Y,Z in LPS mm (e.g. -82,82,-8)")
+    t.add_argument("--target-label", help="name of the target structure in the structure set")
+    t.add_argument("--seed", help="a point X,Y,Z (LPS mm) inside a lesion to segment and target")
+    q.add_argument("--procedure", required=True, help="procedure preset id (see planner procedures)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    q.add_argument("--n", type=int, default=5, help="number of distinct trajectories to keep (default 5)")
+    q.set_defaults(func=cmd_plan)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
     q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT)")

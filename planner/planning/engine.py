@@ -347,9 +347,21 @@ def _pareto(costs: np.ndarray) -> np.ndarray:
 
 
 def _explain(n: int, rejected: dict[str, int], n_ok: int) -> list[str]:
+    """Which constraint removed what share: each candidate is counted once, under the first
+    constraint it breaks (geometry first, then clearances from the entry inwards)."""
     if n == 0:
         return ["no skin entry point within reach of the longest needle"]
     lines = [f"{n} skin entry points within reach; {n_ok} ({100.0 * n_ok / n:.1f} %) keep every hard constraint"]
     for why, count in sorted(rejected.items(), key=lambda kv: -kv[1]):
         lines.append(f"{why}: ruled out {count} ({100.0 * count / n:.1f} %)")
+    clearance = {k: v for k, v in rejected.items() if k.startswith("clearance:")}
+    reached = sum(clearance.values()) + n_ok
+    if n_ok == 0 and reached:
+        worst = max(clearance, key=clearance.get)  # type: ignore[arg-type]
+        lines.append(
+            f"of the {reached} candidates within the angle and side limits, {worst} ruled out "
+            f"{clearance[worst]} ({100.0 * clearance[worst] / reached:.1f} %)"
+        )
+    elif n_ok == 0:
+        lines.append("no candidate is within the angle and side limits of this procedure")
     return lines

@@ -1,0 +1,83 @@
+"""``plan.json`` (schema ``planner.plan/1``, see shared/design/CONVENTIONS.md), written atomically."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..anatomy.target import Target
+from ..images import Image
+from .engine import PlanResult
+from .presets import Preset
+
+SCHEMA = "planner.plan/1"
+
+
+def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult, structures_source: str) -> dict[str, Any]:
+    """The plan as a JSON-able dict: the required core plus explanations and provenance."""
+    return {
+        "schema": SCHEMA,
+        "coordinate_system": "LPS",
+        "image": {
+            "series_instance_uid": ct.meta.series_instance_uid,
+            "study_instance_uid": ct.meta.study_instance_uid,
+            "frame_of_reference_uid": ct.meta.frame_of_reference_uid,
+            "sha256": ct.sha256,
+            "source": ct.meta.source,
+            "modality": ct.meta.modality,
+            "corrections": list(ct.meta.corrections),
+        },
+        "procedure": preset.id,
+        "target": target.to_dict(),
+        "status": result.status,
+        "trajectories": [t.to_dict() for t in result.trajectories],
+        "rejected": dict(result.rejected),
+        "n_candidates": result.n_candidates,
+        "explanation": list(result.explanation),
+        "clearance_definition": "distance from the needle axis to the nearest voxel centre of a structure, mm; "
+                                "a feasible trajectory keeps at least margin + needle radius from every avoided one",
+        "hard_constraints": {
+            "clearance_mm (margin + needle radius)": {k: round(v, 2) for k, v in result.hard_margins_mm.items()},
+            "max_angle_from_skin_normal_deg": preset.max_angle_from_skin_normal_deg,
+            "max_craniocaudal_deg": preset.max_craniocaudal_deg,
+            "positions": list(preset.positions),
+            "max_depth_mm": preset.max_depth_mm,
+        },
+        "score": {"weights": dict(preset.weights), "note": preset.raw.get("weights_note", "")},
+        "structures_source": structures_source,
+        "provenance": {
+            "planner_version": __version__,
+            "python": platform.python_version(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
+        },
+    }
+
+
+def write_json_atomic(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+
+
+def write_risk_map(result: PlanResult, path: str | os.PathLike[str]) -> None:
+    """Every candidate entry (LPS), its score (NaN if infeasible) and its rejection reason."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}.npz")
+    rm = result.risk_map
+    np.savez_compressed(tmp, entries_lps=rm["entries"].astype(np.float32), score=rm["score"].astype(np.float32),
+                        reason=rm["reason"].astype("U40"))
+    os.replace(tmp, p)
