@@ -99,7 +99,7 @@ class _Context:
     margins: np.ndarray
     labels: np.ndarray  # uint8 flags, crop grid
     vessel_field: np.ndarray | None
-    lung_normal: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    lung_smooth: np.ndarray | None  # smoothed lung indicator: its gradient is the pleura's normal
     skin_lps: np.ndarray  # (n, 3) skin voxel centres (whole reach region)
     skin_normal: np.ndarray  # (n, 3) outward unit normals
 
@@ -119,10 +119,16 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
     crop = F.crop_around(ct.shape, ct.affine, np.asarray(centre_lps, float), reach)
     sl = crop.slices
     named = {r.name for r in preset.avoid if r.name}
-    rules = list(preset.avoid)
-    rule_masks = [_rule_mask(sset, r, named, sl) for r in rules]
-    fields = np.stack([F.distance_field(m, crop.spacing) for m in rule_masks]) if rules \
-        else np.full((0,) + crop.shape, F.BIG, np.float32)
+    # Rules with no structure in reach can never be broken: they get no field.
+    rules, rule_masks = [], []
+    for r in preset.avoid:
+        m = _rule_mask(sset, r, named, sl)
+        if m.any():
+            rules.append(r)
+            rule_masks.append(m)
+    fields = np.empty((len(rules),) + crop.shape, dtype=np.float32)
+    for g, m in enumerate(rule_masks):
+        fields[g] = F.distance_field(m, crop.spacing)
     margins = np.array([r.margin_mm for r in rules], dtype=np.float64)
 
     lung = sset.union(classes=LUNG_CLASSES, region=sl)
@@ -140,27 +146,35 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
 
     vessels = sset.union(classes=[StructureClass.VESSEL], region=sl)
     vessel_field = F.distance_field(vessels, crop.spacing) if vessels.any() else None
-    lung_normal = None
-    if lung.any():
-        smooth = ndimage.gaussian_filter(lung.astype(np.float32), sigma=2.0 / crop.spacing[::-1])
-        gk, gj, gi = np.gradient(smooth, *crop.spacing[::-1])
-        lung_normal = (gi.astype(np.float32), gj.astype(np.float32), gk.astype(np.float32))
+    sigma = 2.0 / crop.spacing[::-1]
+    lung_smooth = ndimage.gaussian_filter(lung.astype(np.float32), sigma=sigma, truncate=2.5) if lung.any() else None
 
     b = body[sl]
     surface = b & ~ndimage.binary_erosion(b, border_value=0)
     idx = np.argwhere(surface)
-    smooth_b = ndimage.gaussian_filter(b.astype(np.float32), sigma=2.0 / crop.spacing[::-1])
-    grads = np.stack(np.gradient(smooth_b, *crop.spacing[::-1]), axis=-1)[tuple(idx.T)]  # (n, 3) d/dk, d/dj, d/di
-    g_ijk = grads[:, ::-1]
-    a = crop.affine
-    # Gradient w.r.t. index -> w.r.t. LPS: d/dx = J^-T d/di with J = affine[:3,:3] / spacing scaled.
-    direction = a[:3, :3] / crop.spacing
-    normal = -(g_ijk @ direction.T)  # outward: against the gradient of the body indicator
+    body_smooth = ndimage.gaussian_filter(b.astype(np.float32), sigma=sigma, truncate=2.5)
+    normal = -_gradient_lps(body_smooth, idx, crop)  # outward: against the gradient of the body indicator
     norm = np.linalg.norm(normal, axis=1)
     ok = norm > 1e-6
-    skin_lps = idx[ok][:, ::-1].astype(float) @ a[:3, :3].T + a[:3, 3]
+    skin_lps = idx[ok][:, ::-1].astype(float) @ crop.affine[:3, :3].T + crop.affine[:3, 3]
     skin_normal = normal[ok] / norm[ok, None]
-    return _Context(crop, rules, fields, rule_masks, margins, labels, vessel_field, lung_normal, skin_lps, skin_normal)
+    return _Context(crop, rules, fields, rule_masks, margins, labels, vessel_field, lung_smooth, skin_lps, skin_normal)
+
+
+def _gradient_lps(field: np.ndarray, kji: np.ndarray, crop: F.Crop) -> np.ndarray:
+    """Gradient (per mm, in LPS) of a crop array at integer voxels ``kji`` (n, 3), central differences."""
+    shape = np.array(field.shape)
+    g = np.zeros((len(kji), 3))
+    for axis in range(3):  # array axes k, j, i
+        hi = kji.copy()
+        lo = kji.copy()
+        hi[:, axis] = np.minimum(hi[:, axis] + 1, shape[axis] - 1)
+        lo[:, axis] = np.maximum(lo[:, axis] - 1, 0)
+        step = (hi[:, axis] - lo[:, axis]) * crop.spacing[2 - axis]
+        diff = field[tuple(hi.T)] - field[tuple(lo.T)]
+        g[:, 2 - axis] = np.where(step > 0, diff / np.maximum(step, 1e-9), 0.0)  # column order i, j, k
+    direction = crop.affine[:3, :3] / crop.spacing  # unit axis vectors as columns
+    return g @ direction.T
 
 
 def _position_of(normals: np.ndarray) -> np.ndarray:
@@ -318,18 +332,17 @@ def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.nd
         vlab = F.march_labels((ctx.vessel_field < NEAR_VESSEL_MM).astype(np.uint8), starts, ends,
                               ctx.crop.spacing, SOFT_STEP_MM)
         out["vessel_near_mm"] = ((vlab == 1).sum(axis=1)) * h
-    if ctx.lung_normal is not None:
+    if ctx.lung_smooth is not None:
         first = np.where(lung.any(axis=1), lung.argmax(axis=1), -1)
-        for c in np.flatnonzero(first >= 0):
-            t = first[c] / max(valid[c].sum() - 1, 1)
-            p = starts[c] + t * (ends[c] - starts[c])
-            i, j, k = np.clip(np.rint(p).astype(int), 0, np.array(ctx.labels.shape[::-1]) - 1)
-            g = np.array([ctx.lung_normal[0][k, j, i], ctx.lung_normal[1][k, j, i], ctx.lung_normal[2][k, j, i]])
-            a = ctx.crop.affine[:3, :3] / ctx.crop.spacing
-            gn = a @ g
-            if np.linalg.norm(gn) > 1e-9:
-                cosang = abs(float(gn @ d[c])) / np.linalg.norm(gn)
-                out["pleura_angle_deg"][c] = np.degrees(np.arccos(np.clip(cosang, 0, 1)))
+        rows = np.flatnonzero(first >= 0)
+        if len(rows):
+            t = first[rows] / np.maximum(valid[rows].sum(axis=1) - 1, 1)
+            p = starts[rows] + t[:, None] * (ends[rows] - starts[rows])
+            ijk = np.clip(np.rint(p).astype(int), 0, np.array(ctx.labels.shape[::-1]) - 1)
+            gn = _gradient_lps(ctx.lung_smooth, ijk[:, ::-1], ctx.crop)
+            norm = np.linalg.norm(gn, axis=1)
+            cosang = np.abs((gn * d[rows]).sum(axis=1)) / np.maximum(norm, 1e-9)
+            out["pleura_angle_deg"][rows] = np.where(norm > 1e-9, np.degrees(np.arccos(np.clip(cosang, 0, 1))), 0.0)
     return out
 
 
