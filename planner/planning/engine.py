@@ -102,6 +102,13 @@ class _Context:
     lung_smooth: np.ndarray | None  # smoothed lung indicator: its gradient is the pleura's normal
     skin_lps: np.ndarray  # (n, 3) skin voxel centres (whole reach region)
     skin_normal: np.ndarray  # (n, 3) outward unit normals
+    _trees: dict[int, F.VoxelTree] = field(default_factory=dict)
+
+    def tree(self, r: int) -> F.VoxelTree:
+        """KD-tree of rule ``r``'s voxel centres, built on first use and kept for re-planning."""
+        if r not in self._trees:
+            self._trees[r] = F.VoxelTree(self.rule_masks[r], self.crop.spacing)
+        return self._trees[r]
 
 
 def _rule_mask(sset: StructureSet, rule: AvoidRule, named: set[str], sl) -> np.ndarray:
@@ -232,8 +239,7 @@ def plan(
             # Where the field cannot decide (within a voxel of the margin), decide exactly.
             ask = np.flatnonzero((fail == -1) & uncertain[:, r])
             if len(ask):
-                bad, dmin = F.exact_violations(ctx.rule_masks[r], ctx.crop.spacing, starts[ask], ends[ask], STEP_MM,
-                                               ctx.margins[r] + need)
+                bad, dmin = F.exact_violations(ctx.tree(r), starts[ask], ends[ask], STEP_MM, ctx.margins[r] + need)
                 fail[ask[bad]] = r
                 mc[ask, r] = np.maximum(mc[ask, r], np.minimum(dmin, F.BIG)).astype(np.float32)
         min_clear[todo] = mc

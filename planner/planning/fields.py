@@ -126,6 +126,9 @@ def upper_bound(field, sp, x, y, z):  # pragma: no cover - compiled
 def march_clearance(fields, margins, sp, starts, ends, step_mm, need):  # pragma: no cover - compiled
     """Check straight paths against every field, from the entry to the tip.
 
+    Samples are at most ``step_mm`` apart, and further apart only where every field proves
+    the skipped stretch clear (sphere tracing); the last sample is the tip.
+
     Parameters
     ----------
     fields : float32 (g, nk, nj, ni)
@@ -162,13 +165,14 @@ def march_clearance(fields, margins, sp, starts, ends, step_mm, need):  # pragma
         dy = (ends[c, 1] - starts[c, 1]) * sp[1]
         dz = (ends[c, 2] - starts[c, 2]) * sp[2]
         length = np.sqrt(dx * dx + dy * dy + dz * dz)
-        m = int(np.ceil(length / step_mm)) + 1
-        done = False
-        for s in range(m):
-            t = s / (m - 1) if m > 1 else 0.0
+        pos = 0.0  # mm from the entry
+        while True:
+            t = pos / length if length > 0 else 0.0
             x = starts[c, 0] + t * (ends[c, 0] - starts[c, 0])
             y = starts[c, 1] + t * (ends[c, 1] - starts[c, 1])
             z = starts[c, 2] + t * (ends[c, 2] - starts[c, 2])
+            slack = 1e9  # how far the lowest bound exceeds its limit here (negative: no jump)
+            failed = False
             for r in range(g):
                 lim = margins[r] + need
                 d = lower_bound(fields[r], sp, x, y, z)
@@ -177,36 +181,48 @@ def march_clearance(fields, margins, sp, starts, ends, step_mm, need):  # pragma
                 if d < lim:
                     if upper_bound(fields[r], sp, x, y, z) < lim:
                         fail_rule[c] = r
-                        done = True
+                        failed = True
                         break
                     uncertain[c, r] = True
-            if done:
+                if d - lim < slack:
+                    slack = d - lim
+            if failed or pos >= length:
                 break
+            # Sphere tracing: no point within `slack` of here can break a margin (1-Lipschitz),
+            # so jump half of it (half: to keep the minimum clearance well sampled), at least h.
+            pos = min(pos + max(step_mm, 0.5 * slack), length)
     return fail_rule, uncertain, min_clear
 
 
+class VoxelTree:
+    """Voxel centres of a mask (crop frame, mm) in a KD-tree, built once and reused."""
+
+    def __init__(self, mask: np.ndarray, spacing_ijk: np.ndarray):
+        from scipy.spatial import cKDTree
+
+        self.spacing = np.asarray(spacing_ijk, float)
+        pts = np.argwhere(mask)[:, ::-1] * self.spacing
+        self.tree = cKDTree(pts) if len(pts) else None
+
+
 def exact_violations(
-    mask: np.ndarray, spacing_ijk: np.ndarray, starts: np.ndarray, ends: np.ndarray, step_mm: float, limit: float
+    tree: VoxelTree, starts: np.ndarray, ends: np.ndarray, step_mm: float, limit: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact check of paths against one structure set: distance from samples to voxel centres.
 
     Returns (violates (n,) bool, min_distance (n,) float) for paths given in crop index space.
     """
-    from scipy.spatial import cKDTree
-
-    sp = np.asarray(spacing_ijk, float)
-    pts = np.argwhere(mask)[:, ::-1] * sp  # voxel centres, mm in the crop's own frame
     n = len(starts)
-    if len(pts) == 0:
+    if tree.tree is None:
         return np.zeros(n, bool), np.full(n, float(BIG))
-    tree = cKDTree(pts)
+    sp = tree.spacing
     bad = np.zeros(n, bool)
     dmin = np.full(n, float(BIG))
     for c in range(n):
         a, b = starts[c] * sp, ends[c] * sp
         m = int(np.ceil(np.linalg.norm(b - a) / step_mm)) + 1
         samples = a + np.linspace(0.0, 1.0, m)[:, None] * (b - a)
-        d, _ = tree.query(samples, distance_upper_bound=limit + 20.0)
+        d, _ = tree.tree.query(samples, distance_upper_bound=limit + 20.0)
         dmin[c] = float(np.min(d))
         bad[c] = dmin[c] < limit
     return bad, dmin
