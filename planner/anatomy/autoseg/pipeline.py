@@ -16,6 +16,7 @@ from ...errors import InputError
 from ...images import Image
 from ..structures import StructureSet
 from . import body as _body
+from . import fissures as _fis
 from . import bones as _bones
 from . import lungs as _lungs
 from . import lungtexture as _tex
@@ -35,10 +36,12 @@ PARTS: dict[str, tuple[str, ...]] = {
     "lung_vessels": ("lung_vessels",),
     "emphysema": ("emphysema",),
     "fissures": ("lung_fissures",),
+    "lobes": _fis.LOBES_LEFT + _fis.LOBES_RIGHT,
 }
 
 #: Classes of the names that ``structures.tsv`` may not list yet.
-_CLASSES = {"bone": "bone", "ribs_left": "bone", "ribs_right": "bone"}
+_CLASSES = {"bone": "bone", "ribs_left": "bone", "ribs_right": "bone",
+            **{n: "lobe" for n in _fis.LOBES_LEFT + _fis.LOBES_RIGHT}}
 
 Progress = Callable[[int, int, str], None]
 
@@ -70,6 +73,8 @@ class _Run:
         self.hu = self.g.down(ct.voxels)
         self.full: dict[str, np.ndarray] = {}
         self.work: dict[str, np.ndarray] = {}
+        self.fits: dict[str, _fis.LungFissures] | None = None
+        self.lobes_: dict[str, np.ndarray] | None = None
 
     # --- helpers ------------------------------------------------------------------------
     def _work_of(self, name: str) -> np.ndarray:
@@ -169,14 +174,49 @@ class _Run:
             self.full["emphysema"] = _tex.emphysema_full(self.hu_full, self.lung_union_full())
         return self.full["emphysema"]
 
+    def _axes(self) -> np.ndarray:
+        d = self.ct.direction
+        return np.stack([d[:, 2], d[:, 1], d[:, 0]], axis=1)  # array axes k, j, i in LPS
+
+    def fissure_fits(self) -> dict[str, _fis.LungFissures]:
+        """Fitted fissure surfaces of each lung (credible ones only)."""
+        if self.fits is None:
+            lf, rf = self.lungs()
+            sp = self.ct.spacing[::-1]
+            self.fits = {side: _fis.fit_lung(self.hu_full, m, sp, self.ct.affine, self._axes(), side)[0]
+                         for side, m in (("left", lf), ("right", rf))}
+        return self.fits
+
+    def lobes(self) -> dict[str, np.ndarray]:
+        """Lobe masks of the lungs whose fissure fits are credible (none of a lung otherwise)."""
+        if self.lobes_ is None:
+            lf, rf = self.lungs()
+            fits = self.fissure_fits()
+            self.lobes_ = {}
+            for side, m in (("left", lf), ("right", rf)):
+                got = _fis.split_lung(m, self.ct.affine, fits[side]) if m.any() else None
+                if got:
+                    self.lobes_.update(got)
+        return self.lobes_
+
     def fissures(self) -> np.ndarray:
         if "lung_fissures" not in self.full:
-            lung = self.lung_union_full()
-            d = self.ct.direction
-            axes = np.stack([d[:, 2], d[:, 1], d[:, 0]], axis=1)  # array axes k, j, i in LPS
+            lf, rf = self.lungs()
+            fits = self.fissure_fits()
             sp = self.ct.spacing[::-1]
-            cand = _tex.fissure_plates(self.hu_full, lung, sp, axes)
-            self.full["lung_fissures"] = _tex.keep_sheets(cand, sp)
+            out = np.zeros(self.ct.shape, bool)
+            strips_in = np.zeros(self.ct.shape, bool)
+            for side, m in (("left", lf), ("right", rf)):
+                if not m.any():
+                    continue
+                if fits[side].oblique is not None:
+                    out |= _fis.surface_sheet(m, self.ct.affine, fits[side])
+                else:
+                    strips_in |= m
+            if strips_in.any():  # no credible surface: the plate pieces found there
+                cand = _tex.fissure_plates(self.hu_full, strips_in, sp, self._axes())
+                out |= _tex.keep_sheets(cand, sp)
+            self.full["lung_fissures"] = out
         return self.full["lung_fissures"]
 
 
@@ -248,14 +288,45 @@ def emphysema_mask(ct: Image, lungs: np.ndarray | None = None) -> np.ndarray:
     return _tex.emphysema_full(ct.voxels, _check_mask(lungs, ct, "lungs"))
 
 
+def _give_lungs(run: _Run, lungs: np.ndarray) -> None:
+    """Both lungs as one mask: pieces right of the mask's centre are the right lung."""
+    m = _check_mask(lungs, run.ct, "lungs")
+    lab, n = ndi.label(m)
+    left = np.zeros(m.shape, bool)
+    if n:
+        idx = np.argwhere(m)
+        x = _fis._lps(idx, run.ct.affine)[:, 0]
+        x_mid = float(np.average(x))
+        sums = np.bincount(lab[m], weights=x, minlength=n + 1)
+        counts = np.bincount(lab[m], minlength=n + 1)
+        is_left = np.zeros(n + 1, bool)
+        is_left[1:] = sums[1:] / np.maximum(counts[1:], 1) > x_mid
+        left = is_left[lab] & m
+    run.full["lung_left"] = left
+    run.full["lung_right"] = m & ~left
+
+
 def fissure_mask(ct: Image, lungs: np.ndarray | None = None) -> np.ndarray:
-    """Pieces of the interlobar fissures found as thin bright plates (incomplete: a fissure
-    is often found in strips; empty where the fissures are not visible)."""
+    """The interlobar fissures: in each lung where a smooth surface fits the thin bright plates
+    found in it credibly, that surface drawn as a one-voxel sheet (major fissure, and the right
+    minor fissure when found); elsewhere the plate pieces themselves (often strips)."""
     run = _Run(ct)
     if lungs is not None:
-        run.full["lung_left"] = _check_mask(lungs, ct, "lungs")
-        run.full["lung_right"] = np.zeros(ct.shape, bool)
+        _give_lungs(run, lungs)
     return run.fissures()
+
+
+def lobe_masks(ct: Image, left: np.ndarray | None = None, right: np.ndarray | None = None,
+               fissures: object | None = None) -> dict[str, np.ndarray]:
+    """Lobes (TotalSegmentator names ``lung_upper_lobe_left`` ...) of each lung whose fissure
+    fit is credible; a lung whose fissures are not found credibly gets no lobes at all (never
+    guessed ones). ``fissures`` is accepted for symmetry with the other steps and ignored: the
+    lobes come from the fitted surfaces, which are recomputed."""
+    run = _Run(ct)
+    if left is not None or right is not None:
+        run.full["lung_left"] = _check_mask(left, ct, "left lung") if left is not None else np.zeros(ct.shape, bool)
+        run.full["lung_right"] = _check_mask(right, ct, "right lung") if right is not None else np.zeros(ct.shape, bool)
+    return dict(run.lobes())
 
 
 # --- everything -----------------------------------------------------------------------------------
@@ -269,7 +340,8 @@ def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str]
     progress : callable, optional
         ``progress(done, total, what)``, called before each step and once at the end.
     parts : iterable of str, optional
-        Subset of ``PARTS`` (body, airways, lungs, bones, lung_vessels, emphysema, fissures);
+        Subset of ``PARTS`` (body, airways, lungs, bones, lung_vessels, emphysema, fissures,
+        lobes: only those of lungs whose fissures are found credibly);
         all when None. Steps the chosen ones need run too, but add nothing.
     """
     wanted = list(PARTS) if parts is None else list(dict.fromkeys(parts))
@@ -296,8 +368,11 @@ def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str]
             masks = [("lung_vessels", run.vessels())]
         elif step == "emphysema":
             masks = [("emphysema", run.emphysema())]
-        else:
+        elif step == "fissures":
             masks = [("lung_fissures", run.fissures())]
+        else:
+            masks = list(run.lobes().items())
+            run.lobes_ = {}  # handed over: do not keep eleven lobe-sized masks
         for name, m in masks:
             sset.add(name, m, cls=_CLASSES.get(name), source="automatic")
         run.release(keep=("body", "lung_left", "lung_right"))

@@ -1,0 +1,365 @@
+"""Interlobar fissures as fitted surfaces, and the lobes they cut the lungs into.
+
+Fissures are thin, slightly dense sheets in the lung, crossed by few vessels. A Hessian plate
+filter finds them only in pieces (strips where the sheet is sharp and clear of vessels), so
+the pieces are used as evidence for a smooth surface fitted per lung:
+
+* the major (oblique) fissure of each lung runs from posterior-superior to anterior-inferior.
+  In the rotated sagittal coordinates ``a = (z + y) / sqrt 2`` (along the fissure) and
+  ``b = (z - y) / sqrt 2`` (across it) it is the graph of a smooth function ``b = f(x, a)``,
+  fitted robustly (RANSAC plane, then iteratively trimmed quadratic fits);
+* the right minor (horizontal) fissure is a graph ``z = g(x, y)`` through the candidate pieces
+  with near-vertical normals in the anterior part of the right upper region.
+
+The fitted surfaces split each lung into lobes; the fissure mask is the boundary between them
+(one voxel thick). A fit is credible when enough of the surface inside the lung is supported
+by plate pieces lying close to it; where it is not, no lobes are returned for that lung.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .grid import bbox, dilate, hessian_eigenvalues
+
+#: Plate filter: scale (mm), ratio of the small eigenvalues to the large one, response floor.
+PLATE_SIGMA_MM = 1.2
+PLATE_RATIO = 0.5
+PLATE_MIN_RESPONSE = 8.0
+#: Plate voxels lie between these densities (HU) and this far (mm) from anything denser than
+#: the upper bound (vessel walls also look like plates).
+PLATE_HU = (-900.0, -350.0)
+PLATE_VESSEL_MARGIN_MM = 2.0
+#: ...and this far (mm) inside the lung (the pleura is a plate too).
+PLATE_PLEURA_MARGIN_MM = 4.0
+#: Candidate points kept for the fits (a random subset when there are more).
+MAX_POINTS = 60000
+#: RANSAC: tries, inlier distance (mm) of the plane stage, then the trimmed quadratic fits.
+RANSAC_TRIES = 400
+RANSAC_INLIER_MM = 6.0
+REFIT_INLIER_MM = (8.0, 5.0, 3.5, 3.0)
+#: Oblique fissure plane: its normal, in the sagittal plane, is at least this far from both
+#: the vertical and the antero-posterior axes (sin of the angle), and tilted the right way.
+OBLIQUE_MIN_TILT = 0.25
+OBLIQUE_MAX_NORMAL_X = 0.5
+#: Minor fissure: normal within this of vertical (|n_z| at least) and the plane's slope.
+MINOR_MIN_NORMAL_Z = 0.85
+MINOR_MAX_SLOPE = 0.35
+#: Support: the fraction of the fitted surface (in the lung) that has a candidate within
+#: this distance (mm) of it, measured on a grid of this cell size (mm).
+SUPPORT_MM = 3.0
+SUPPORT_CELL_MM = 6.0
+#: A fit is credible with at least this support and this many inliers.
+MIN_SUPPORT = 0.12
+MIN_INLIERS = 300
+#: Plausible share of its lung for each lobe (outside these the fit is taken as wrong).
+LOBE_FRACTIONS = {
+    "lung_upper_lobe_left": (0.3, 0.75), "lung_lower_lobe_left": (0.25, 0.7),
+    "lung_upper_lobe_right": (0.2, 0.65), "lung_middle_lobe_right": (0.05, 0.3),
+    "lung_lower_lobe_right": (0.25, 0.65),
+}
+
+LOBES_LEFT = ("lung_upper_lobe_left", "lung_lower_lobe_left")
+LOBES_RIGHT = ("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right")
+
+_S2 = np.sqrt(0.5)
+
+
+@dataclass
+class Surface:
+    """``w = coef . terms(u, v)``: a fitted fissure in some rotated frame (see ``Fit``)."""
+
+    coef: np.ndarray
+    support: float
+    inliers: int
+
+
+@dataclass
+class LungFissures:
+    """The fitted surfaces of one lung (None where not credible)."""
+
+    side: str
+    oblique: Surface | None = None
+    minor: Surface | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- geometry ----------------------------------------------------------------------------------
+def _terms(u: np.ndarray, v: np.ndarray, order: int) -> np.ndarray:
+    cols = [np.ones_like(u), u, v]
+    if order >= 2:
+        cols += [u * u, u * v, v * v]
+    return np.stack(cols, axis=-1)
+
+
+def _oblique_uvw(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LPS points -> (x, a, b): b across the oblique fissure (upper lobe at larger b)."""
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    return x, (z + y) * _S2, (z - y) * _S2
+
+
+def _minor_uvw(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return p[..., 0], p[..., 1], p[..., 2]
+
+
+def _lps(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Array indices ``[k, j, i]`` (N, 3) -> LPS mm."""
+    ijk = idx[:, ::-1].astype(np.float64)
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+# --- candidates --------------------------------------------------------------------------------
+def plate_candidates(hu: np.ndarray, lung: np.ndarray, spacing, axes_lps: np.ndarray):
+    """Plate voxels of one lung: ``(indices (N, 3) [k, j, i], normals (N, 3) LPS, response)``."""
+    sp = np.asarray(spacing, float)
+    box = bbox(lung, 2)
+    empty = (np.zeros((0, 3), int), np.zeros((0, 3)), np.zeros(0))
+    if box is None:
+        return empty
+    sub = np.asarray(hu[box], np.float32)
+    lb = lung[box]
+    inner = ndi.distance_transform_edt(lb, sampling=sp) > PLATE_PLEURA_MARGIN_MM if lb.size < 4e7 else lb
+    near_dense = dilate(sub > PLATE_HU[1], PLATE_VESSEL_MARGIN_MM, sp)
+    where = inner & (sub > PLATE_HU[0]) & ~near_dense
+    del near_dense, inner
+    if not where.any():
+        return empty
+    e, n = hessian_eigenvalues(sub, PLATE_SIGMA_MM, sp, where, first_vector=True)
+    mag = -e[:, 0]
+    ratio = np.sqrt(e[:, 1] ** 2 + e[:, 2] ** 2) / np.maximum(mag, 1e-6)
+    resp = mag * np.exp(-(ratio * ratio) / (2.0 * PLATE_RATIO**2))
+    keep = (e[:, 0] < 0) & (resp > PLATE_MIN_RESPONSE)
+    idx = np.argwhere(where)[keep] + np.array([s.start for s in box])
+    nl = n[keep] @ np.asarray(axes_lps, float).T
+    return idx, nl, resp[keep]
+
+
+# --- fits --------------------------------------------------------------------------------------
+def _ransac_plane(pts: np.ndarray, ok_normal, rng: np.random.Generator, inlier_mm: float):
+    best, best_n = None, 0
+    m = len(pts)
+    if m < 3:
+        return None
+    sub = pts if m <= 8000 else pts[rng.choice(m, 8000, replace=False)]
+    for _ in range(RANSAC_TRIES):
+        s = sub[rng.choice(len(sub), 3, replace=False)]
+        nrm = np.cross(s[1] - s[0], s[2] - s[0])
+        ln = np.linalg.norm(nrm)
+        if ln < 1e-6:
+            continue
+        nrm /= ln
+        if not ok_normal(nrm):
+            continue
+        d = np.abs((sub - s[0]) @ nrm)
+        cnt = int(np.count_nonzero(d < inlier_mm))
+        if cnt > best_n:
+            best, best_n = (nrm, s[0]), cnt
+    return best
+
+
+def _fit_graph(pts: np.ndarray, weights: np.ndarray, frame, plane, rng) -> tuple[np.ndarray, np.ndarray] | None:
+    """Trimmed least-squares fits of ``w = f(u, v)`` starting from the RANSAC plane's inliers."""
+    u, v, w = frame(pts)
+    nrm, p0 = plane
+    inl = np.abs((pts - p0) @ nrm) < REFIT_INLIER_MM[0]
+    coef = None
+    for k, tol in enumerate(REFIT_INLIER_MM):
+        if np.count_nonzero(inl) < 30:
+            return None
+        order = 1 if k == 0 else 2
+        a = _terms(u[inl], v[inl], order) * weights[inl, None]
+        c, *_ = np.linalg.lstsq(a, w[inl] * weights[inl], rcond=None)
+        coef = np.zeros(6)
+        coef[: len(c)] = c
+        res = np.abs(w - _terms(u, v, 2) @ coef)
+        inl = res < tol
+    return coef, inl
+
+
+def _support(coef: np.ndarray, frame, inl_pts: np.ndarray, lung_pts: np.ndarray) -> float:
+    """Fraction of the surface cells (inside the lung) with an inlier candidate nearby."""
+    u, v, w = frame(lung_pts)
+    near = np.abs(w - _terms(u, v, 2) @ coef) < SUPPORT_MM
+    if not near.any():
+        return 0.0
+    cell = lambda uu, vv: set(zip((uu // SUPPORT_CELL_MM).astype(int).tolist(),  # noqa: E731
+                                 (vv // SUPPORT_CELL_MM).astype(int).tolist()))
+    surf = cell(u[near], v[near])
+    iu, iv, _ = frame(inl_pts)
+    hit = cell(iu, iv) & surf
+    return len(hit) / max(1, len(surf))
+
+
+def fit_lung(hu, lung, spacing, affine, axes_lps, side: str, seed: int = 0) -> tuple[LungFissures, tuple]:
+    """Fit the fissure surfaces of one lung. Returns the fits and the candidates used."""
+    rng = np.random.default_rng(seed)
+    out = LungFissures(side)
+    idx, nl, resp = plate_candidates(hu, lung, spacing, axes_lps)
+    if len(idx) > MAX_POINTS:
+        pick = rng.choice(len(idx), MAX_POINTS, replace=False)
+        idx, nl, resp = idx[pick], nl[pick], resp[pick]
+    cands = (idx, nl, resp)
+    if len(idx) < MIN_INLIERS:
+        out.notes.append(f"{side}: too few fissure candidates ({len(idx)})")
+        return out, cands
+    pts = _lps(idx, affine)
+    wts = np.sqrt(np.minimum(resp, 4 * PLATE_MIN_RESPONSE) / PLATE_MIN_RESPONSE)
+    lidx = np.argwhere(lung)
+    lung_pts = _lps(lidx[rng.choice(len(lidx), min(len(lidx), 200000), replace=False)], affine)
+
+    # major fissure: candidates whose own normals are oblique in the sagittal plane
+    ny, nz = nl[:, 1], nl[:, 2]
+    obl = (np.abs(nl[:, 0]) < OBLIQUE_MAX_NORMAL_X) & (ny * nz < 0) & \
+          (np.minimum(np.abs(ny), np.abs(nz)) > OBLIQUE_MIN_TILT * 0.6)
+
+    def ok_oblique(n):
+        return (abs(n[0]) < OBLIQUE_MAX_NORMAL_X and n[1] * n[2] < 0
+                and min(abs(n[1]), abs(n[2])) > OBLIQUE_MIN_TILT)
+
+    plane = _ransac_plane(pts[obl], ok_oblique, rng, RANSAC_INLIER_MM)
+    if plane is not None:
+        fit = _fit_graph(pts[obl], wts[obl], _oblique_uvw, plane, rng)
+        if fit is not None:
+            coef, inl = fit
+            n_in = int(np.count_nonzero(inl))
+            sup = _support(coef, _oblique_uvw, pts[obl][inl], lung_pts)
+            if n_in >= MIN_INLIERS and sup >= MIN_SUPPORT:
+                out.oblique = Surface(coef, sup, n_in)
+            else:
+                out.notes.append(f"{side} oblique fissure: weak fit (support {sup:.2f}, {n_in} points)")
+    if out.oblique is None:
+        if not out.notes:
+            out.notes.append(f"{side} oblique fissure: no plane found")
+        return out, cands
+    if side != "right":
+        return out, cands
+
+    # minor fissure: horizontal pieces above the oblique fissure, in the front half of the lung
+    x, a, b = _oblique_uvw(pts)
+    above = b > _terms(x, a, 2) @ out.oblique.coef + 4.0
+    ymid = np.median(lung_pts[:, 1])
+    hor = above & (np.abs(nl[:, 2]) > MINOR_MIN_NORMAL_Z) & (pts[:, 1] < ymid)
+    if np.count_nonzero(hor) < MIN_INLIERS // 3:
+        out.notes.append(f"right minor fissure: too few candidates ({np.count_nonzero(hor)})")
+        return out, cands
+
+    def ok_minor(n):
+        return abs(n[2]) > np.cos(np.arctan(MINOR_MAX_SLOPE))
+
+    plane = _ransac_plane(pts[hor], ok_minor, rng, RANSAC_INLIER_MM * 0.7)
+    if plane is not None:
+        fit = _fit_graph(pts[hor], wts[hor], _minor_uvw, plane, rng)
+        if fit is not None:
+            coef, inl = fit
+            coef[3:] = 0.0  # keep the minor fissure planar: the evidence is sparse
+            n_in = int(np.count_nonzero(inl))
+            lp = lung_pts[(lung_pts[:, 1] < ymid)]
+            lx, la, lb2 = _oblique_uvw(lp)
+            lp = lp[lb2 > _terms(lx, la, 2) @ out.oblique.coef]
+            sup = _support(coef, _minor_uvw, pts[hor][inl], lp)
+            if n_in >= MIN_INLIERS // 3 and sup >= MIN_SUPPORT:
+                out.minor = Surface(coef, sup, n_in)
+            else:
+                out.notes.append(f"right minor fissure: weak fit (support {sup:.2f}, {n_in} points)")
+    else:
+        out.notes.append("right minor fissure: no plane found")
+    return out, cands
+
+
+# --- lobes and sheets ----------------------------------------------------------------------------
+def _side_of(surface: Surface, frame, pts: np.ndarray) -> np.ndarray:
+    u, v, w = frame(pts)
+    return w > _terms(u, v, 2) @ surface.coef
+
+
+def split_lung(lung: np.ndarray, affine: np.ndarray, fits: LungFissures) -> dict[str, np.ndarray] | None:
+    """Lobe masks of one lung from its fits, or None when the fits do not give all its lobes."""
+    if fits.oblique is None or (fits.side == "right" and fits.minor is None):
+        return None
+    idx = np.argwhere(lung)
+    pts = _lps(idx, affine)
+    upper = _side_of(fits.oblique, _oblique_uvw, pts)
+    labels = np.where(upper, 1, 3).astype(np.uint8)
+    if fits.side == "right":
+        mid = upper & ~_side_of(fits.minor, _minor_uvw, pts)
+        labels[mid] = 2
+    lab = np.zeros(lung.shape, np.uint8)
+    lab[tuple(idx.T)] = labels
+    lab = _tidy(lab, lung)
+    names = LOBES_RIGHT if fits.side == "right" else LOBES_LEFT
+    codes = (1, 2, 3) if fits.side == "right" else (1, 3)
+    total = float(np.count_nonzero(lung))
+    out = {}
+    for name, c in zip(names, codes):
+        m = lab == c
+        lo, hi = LOBE_FRACTIONS[name]
+        frac = np.count_nonzero(m) / max(total, 1.0)
+        if not lo <= frac <= hi:
+            fits.notes.append(f"{name}: {frac:.0%} of the lung, outside {lo:.0%}-{hi:.0%}; lobes left out")
+            return None
+        out[name] = m
+    return out
+
+
+def _tidy(lab: np.ndarray, lung: np.ndarray) -> np.ndarray:
+    """Each lobe keeps its largest piece; stray pieces join the lobe they touch most."""
+    box = bbox(lung)
+    sub = lab[box].copy()
+    for c in np.unique(sub[sub > 0]):
+        m = sub == c
+        cl, n = ndi.label(m)
+        if n > 1:
+            sizes = np.bincount(cl.ravel())
+            sizes[0] = 0
+            sub[m & (cl != np.argmax(sizes))] = 0
+    hole = lung[box] & (sub == 0)
+    if hole.any():
+        _, near = ndi.distance_transform_edt(sub == 0, return_indices=True)
+        sub[hole] = sub[tuple(n[hole] for n in near)]
+    out = lab.copy()
+    out[box] = sub
+    return out
+
+
+def boundary_sheet(lobes: dict[str, np.ndarray], lung: np.ndarray) -> np.ndarray:
+    """Voxels of a lobe that touch another lobe of the same lung: a one-voxel sheet."""
+    out = np.zeros(lung.shape, bool)
+    names = list(lobes)
+    box = bbox(lung, 1)
+    if box is None:
+        return out
+    st = ndi.generate_binary_structure(3, 1)
+    for i, a in enumerate(names):
+        others = np.zeros(out[box].shape, bool)
+        for b in names[i + 1:]:
+            others |= lobes[b][box]
+        if others.any():
+            out[box] |= lobes[a][box] & ndi.binary_dilation(others, st)
+    return out
+
+
+def surface_sheet(lung: np.ndarray, affine: np.ndarray, fits: LungFissures) -> np.ndarray:
+    """The fitted surfaces drawn in the lung (one voxel thick), without the lobe split."""
+    labels = {}
+    idx = np.argwhere(lung)
+    pts = _lps(idx, affine)
+    lab = np.zeros(lung.shape, np.uint8)
+    if fits.oblique is not None:
+        up = _side_of(fits.oblique, _oblique_uvw, pts)
+        lab[tuple(idx.T)] = np.where(up, 1, 2)
+        labels["u"] = lab == 1
+        labels["l"] = lab == 2
+        sheet = boundary_sheet(labels, lung)
+    else:
+        sheet = np.zeros(lung.shape, bool)
+    if fits.minor is not None:
+        up = _side_of(fits.minor, _minor_uvw, pts)
+        lab[tuple(idx.T)] = np.where(up, 1, 2)
+        minor = boundary_sheet({"u": lab == 1, "l": lab == 2}, lung)
+        if fits.oblique is not None:
+            minor &= labels["u"]
+        sheet |= minor
+    return sheet
