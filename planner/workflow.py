@@ -68,7 +68,7 @@ def run_plan(
     result = plan(ct, sset, target, preset, body, n_best=n_best)
     for t in result.trajectories:
         describe(t, sset, preset, target.label, target.diameter_mm)
-    doc = plan_document(ct, target, preset, result, source)
+    doc = plan_document(ct, target, preset, result, source, sset.notes)
     out_dir = Path(out)
     write_json_atomic(doc, out_dir / "plan.json")
     write_risk_map(result, out_dir / "risk_map.npz")

@@ -51,6 +51,7 @@ class StructureSet:
         self.frame_of_reference_uid = frame_of_reference_uid
         self._items: dict[str, Structure] = {}
         self.empty: list[str] = []  # names given with no voxel on this grid
+        self.notes: list[str] = []  # what a user must know about these structures (e.g. what was not found)
 
     @classmethod
     def for_image(cls, image: Image) -> "StructureSet":

@@ -185,6 +185,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(_format_plan(run.result, run.target, run.preset))
+    for note in run.structures.notes:
+        print(f"note: {note}")
     print(f"wrote {run.out / 'plan.json'}")
     return EXIT_OK if run.result.status == "ok" else EXIT_NO_SAFE_PATH
 
@@ -230,6 +232,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         print(f"{row['name']:<28}{row['class']:<11}{row['volume_ml']:>10.1f}")
     if sset.empty:
         print("not found: " + ", ".join(sorted(sset.empty)))
+    for note in sset.notes:
+        print(f"note: {note}")
     print(f"wrote {len(sset)} masks (one NIfTI each) and segmentation.seg.nrrd to {out}")
     return EXIT_OK
 

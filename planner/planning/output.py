@@ -20,7 +20,8 @@ from .presets import Preset
 SCHEMA = "planner.plan/1"
 
 
-def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult, structures_source: str) -> dict[str, Any]:
+def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult, structures_source: str,
+                  notes: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The plan as a JSON-able dict: the required core plus explanations and provenance."""
     return {
         "schema": SCHEMA,
@@ -52,6 +53,7 @@ def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult,
         },
         "score": {"weights": dict(preset.weights), "note": preset.raw.get("weights_note", "")},
         "structures_source": structures_source,
+        "structures_notes": list(notes),
         "provenance": {
             "planner_version": __version__,
             "python": platform.python_version(),

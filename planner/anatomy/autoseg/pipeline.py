@@ -75,6 +75,8 @@ class _Run:
         self.work: dict[str, np.ndarray] = {}
         self.fits: dict[str, _fis.LungFissures] | None = None
         self.lobes_: dict[str, np.ndarray] | None = None
+        self.lobe_sides: set[str] = set()  # lungs split into lobes credibly
+        self.notes: list[str] = []  # what a user must know about this segmentation
 
     # --- helpers ------------------------------------------------------------------------
     def _work_of(self, name: str) -> np.ndarray:
@@ -197,25 +199,28 @@ class _Run:
                 got = _fis.split_lung(m, self.ct.affine, fits[side]) if m.any() else None
                 if got:
                     self.lobes_.update(got)
+                    self.lobe_sides.add(side)
         return self.lobes_
 
     def fissures(self) -> np.ndarray:
+        """Fissure sheets of the lungs whose lobes could be split credibly; none elsewhere.
+
+        A doubtful surface or loose plate pieces would make the planner count fissure crossings
+        that are not there (or miss real ones) while looking sure: the lung is left without
+        fissures and ``self.notes`` says so.
+        """
         if "lung_fissures" not in self.full:
             lf, rf = self.lungs()
             fits = self.fissure_fits()
-            sp = self.ct.spacing[::-1]
+            self.lobes()
             out = np.zeros(self.ct.shape, bool)
-            strips_in = np.zeros(self.ct.shape, bool)
             for side, m in (("left", lf), ("right", rf)):
                 if not m.any():
                     continue
-                if fits[side].oblique is not None:
+                if side in self.lobe_sides:
                     out |= _fis.surface_sheet(m, self.ct.affine, fits[side])
                 else:
-                    strips_in |= m
-            if strips_in.any():  # no credible surface: the plate pieces found there
-                cand = _tex.fissure_plates(self.hu_full, strips_in, sp, self._axes())
-                out |= _tex.keep_sheets(cand, sp)
+                    self.notes.append(f"fissures not found credibly in the {side} lung: crossings there are not counted")
             self.full["lung_fissures"] = out
         return self.full["lung_fissures"]
 
@@ -378,4 +383,5 @@ def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str]
         run.release(keep=("body", "lung_left", "lung_right"))
     if progress is not None:
         progress(total, total, "done")
+    sset.notes.extend(run.notes)
     return sset
