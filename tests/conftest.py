@@ -31,3 +31,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "shared_data" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def chest_segmented():
+    """The chest CT and its automatic segmentation, once per test process (about 20 s)."""
+    from planner.anatomy import segment_ct
+    from planner.images import load_image
+
+    ct = load_image(CHEST_CT)
+    return ct, segment_ct(ct)

@@ -430,6 +430,102 @@ def test_abdomen_biopsies_are_safe(abdomen, organ, procedure):
     assert_safe(Checker(ct, sset, preset), result, np.array(target.point), f"abdomen {organ}", n_sample=200)
 
 
+@pytest.mark.shared_data
+def test_abdomen_fluid_aspiration_of_the_gallbladder_is_safe(abdomen):
+    """The gallbladder stands for a collection: its deepest point is the target, and the path
+    keeps off bowel, vessels, bone and the lung bases."""
+    ct, sset, body = abdomen
+    preset = load_preset("fluid-aspiration")
+    target = target_from_structure(ct, sset, "gallbladder")
+    assert target.volume_ml and target.volume_ml > 1.0
+    result = plan(ct, sset, target, preset, body)
+    assert result.status == "ok", result.explanation
+    assert_accounting(result)
+    assert_safe(Checker(ct, sset, preset), result, np.array(target.point), "abdomen gallbladder", n_sample=200)
+    assert {"clearance:colon", "clearance:vessel"} <= set(result.hard_margins_mm)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_abdomen_anterior_hip_injection_is_safe(abdomen, side):
+    """Target on the anterior femoral head-neck junction, found from the femur; the checker
+    verifies every path against the iliac vessels, bowel, bladder and bone."""
+    from planner.anatomy.joints import hip_injection_target
+
+    ct, sset, body = abdomen
+    preset = load_preset("hip-injection", "anterior")
+    target = hip_injection_target(ct, sset, side)
+    tgt = np.array(target.point)
+    femur = Checker(ct, sset, preset).kji_to_lps(np.argwhere(sset.mask(f"femur_{side}")))
+    gap = np.linalg.norm(femur - tgt, axis=1)
+    assert 2.5 <= gap.min() <= 6.0  # on the bone, just outside the cortex
+    nearest = femur[gap.argmin()]
+    assert tgt[1] < nearest[1]  # in front of it (LPS: y grows posterior)
+    result = plan(ct, sset, target, preset, body)
+    assert result.status == "ok", result.explanation
+    assert_accounting(result)
+    rules = {r.key for r in preset.avoid}
+    assert {"clearance:vessel", "clearance:urinary_bladder", "clearance:colon", "clearance:small_bowel",
+            "clearance:bone"} <= rules
+    assert_safe(Checker(ct, sset, preset), result, tgt, f"hip injection {side}", n_sample=200)
+    for t in result.trajectories:
+        away = t.entry - tgt
+        assert np.degrees(np.arccos(-away[1] / np.linalg.norm(away))) <= 30.0 + 1e-6  # the anterior approach
+        assert t.position == "supine"
+
+
+# --- 4b. the real chest CT: a lung biopsy of the right-lung mass on the automatic segmentation
+def _independent_fissure_count(sset, ct, entry, target, step=0.1):
+    """Lobe changes along the path, plus entries into fissure voxels where the lung has no lobes."""
+    pts = entry + np.linspace(0.0, 1.0, int(np.linalg.norm(target - entry) / step) + 1)[:, None] * (target - entry)
+    kji = np.rint(ct.lps_to_ijk(pts)[:, ::-1]).astype(int)
+    lobes = [s.name for s in sset if s.cls == StructureClass.LOBE]
+    lobe_id = np.zeros(len(pts), int)
+    for n, name in enumerate(lobes, start=1):
+        m = sset.mask(name)
+        lobe_id[m[tuple(kji.T)]] = n
+    seq = lobe_id[lobe_id > 0]
+    count = int(np.count_nonzero(seq[1:] != seq[:-1]))
+    fis = sset.union(classes=[StructureClass.FISSURE])[tuple(kji.T)] & (lobe_id == 0)
+    return count + int(np.count_nonzero(fis[1:] & ~fis[:-1]) + fis[0])
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_chest_ct_lung_biopsy_of_the_right_lung_mass(chest_segmented):
+    from planner.anatomy.target import target_from_seed
+    from planner.planning.explain import describe
+
+    ct, sset = chest_segmented
+    preset = load_preset("lung-biopsy")
+    target = target_from_seed(ct, (-82.0, 82.0, -8.0))
+    assert 10.0 <= target.diameter_mm <= 30.0
+    result = plan(ct, sset, target, preset, sset.mask("body"))
+    assert result.status == "ok", result.explanation
+    assert_accounting(result)
+    tgt = np.array(target.point)
+    chk = Checker(ct, sset, preset)
+    assert_safe(chk, result, tgt, "chest CT lung biopsy", n_sample=150)
+    radius = preset.needle_radius_mm
+    for t in result.trajectories:
+        # ribs and scapulae, by name, measured here against their voxel centres
+        for name in ("ribs_right", "ribs_left", "scapula_right", "scapula_left"):
+            lps = chk.kji_to_lps(np.argwhere(sset.mask(name)))
+            near = lps[np.all(np.abs(lps - (t.entry + tgt) / 2) <= np.abs(tgt - t.entry) / 2 + 10.0, axis=1)]
+            if len(near):
+                d = point_segment_distance(near, t.entry, tgt).min()
+                assert d >= 3.0 + radius - 1e-6, (t.rank, name, d)
+        # the right lung is the one crossed, from the right side of the chest
+        assert t.metrics["lung_mm"] > 0
+        assert t.entry[0] < 0  # LPS: x grows to the patient's left
+        # fissures are counted, and the count is the one an independent walk along the path finds
+        assert t.metrics["fissures"] == _independent_fissure_count(sset, ct, t.entry, tgt)
+        describe(t, sset, preset, target.label, target.diameter_mm)
+        assert t.limiting  # e.g. "closest: ribs_right at 4.1 mm"
+    # the structures the plan saw include what it had to avoid
+    assert {"ribs_right", "scapula_right", "lung_vessels", "airways"} <= {s.name for s in sset}
+
+
 # --- 5. no safe path, and why ---------------------------------------------------------------
 def _assert_genuinely_blocked(ct, sset, preset, result, target_point, rule, top_overall=True):
     """No safe path; ``rule`` is the largest count (of all reasons, or of the clearance reasons when

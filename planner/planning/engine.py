@@ -2,8 +2,12 @@
 
 Candidates are every skin voxel within reach of the longest needle (its usable length: length
 minus the reserve kept outside the skin). Hard constraints, in the order a candidate meets
-them: approach side (patient position), insertion angle to the skin, craniocaudal angle, then clearance from each avoided structure (margin plus
-needle radius, checked with the safe lower bound of :mod:`.fields`). Feasible candidates get
+them: craniocaudal angle (the gantry plane), approach side (patient position; not for limbs,
+where the preset fixes the position), insertion angle to the skin, the preset's approach
+direction when it has one (a cone around e.g. "anterolateral"), then clearance from each
+avoided structure (margin plus needle radius, checked with the safe lower bound of
+:mod:`.fields`), and under ultrasound guidance a probe position whose plane holds the needle
+(:mod:`.ultrasound`). Feasible candidates get
 soft criteria and a score (weights from the preset; lower is better); the result keeps the
 best spatially distinct ones, the Pareto set, a risk map and the reasons for every rejection.
 """
@@ -25,6 +29,7 @@ from . import fields as F
 from .presets import AvoidRule, Needle, Preset
 
 STEP_MM = 0.25  # sampling step along a path for the hard check
+EXACT_PIECE_MM = 4.0  # the exact check measures a stretch piece by piece (a box around each)
 SOFT_STEP_MM = 0.5  # sampling step for the soft criteria
 NEAR_VESSEL_MM = 5.0
 DISTINCT_ENTRY_MM = 12.0
@@ -55,6 +60,7 @@ class Trajectory:
     limiting: str = ""
     risk_factors: list[str] = field(default_factory=list)
     pareto: bool = False
+    probe: Any = None  # ultrasound guidance: where the probe goes (.ultrasound.ProbePlacement)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +79,7 @@ class Trajectory:
             "limiting": self.limiting,
             "risk_factors": list(self.risk_factors),
             "pareto_optimal": self.pareto,
+            **({"ultrasound_probe": self.probe.to_dict()} if self.probe is not None else {}),
         }
 
 
@@ -93,22 +100,55 @@ class _Context:
     """Everything that depends on the image, the structures and the preset, not on the target."""
 
     crop: F.Crop
-    rules: list[AvoidRule]
-    fields: np.ndarray  # (g, nk, nj, ni) float32
+    rules: list[AvoidRule]  # the rules with a structure in reach
     rule_masks: list[np.ndarray]  # the structures of each rule on the crop
-    margins: np.ndarray
+    margins: np.ndarray  # (r,) margin of each rule
+    groups: list[list[int]]  # rules of equal margin share one distance field
+    fields: np.ndarray  # (g, nk, nj, ni) float32, one per group
+    group_labels: list[np.ndarray | None]  # uint8 (1 + index in the group) of each voxel; None for one rule
     labels: np.ndarray  # uint8 flags, crop grid
     vessel_field: np.ndarray | None
-    lung_smooth: np.ndarray | None  # smoothed lung indicator: its gradient is the pleura's normal
+    lung_smooth: np.ndarray | None  # uint8 lung indicator: its smoothed gradient is the pleura's normal
     skin_lps: np.ndarray  # (n, 3) skin voxel centres (whole reach region)
     skin_normal: np.ndarray  # (n, 3) outward unit normals
-    _trees: dict[int, F.VoxelTree] = field(default_factory=dict)
+    outer_skin_lps: np.ndarray  # (m, 3) skin beyond the craniocaudal slab: too steep for any needle
+    pool: np.ndarray = field(default_factory=lambda: np.ones(3, np.int64))  # block (i, j, k) of the fields
 
-    def tree(self, r: int) -> F.VoxelTree:
-        """KD-tree of rule ``r``'s voxel centres, built on first use and kept for re-planning."""
-        if r not in self._trees:
-            self._trees[r] = F.VoxelTree(self.rule_masks[r], self.crop.spacing)
-        return self._trees[r]
+    @property
+    def field_spacing(self) -> np.ndarray:
+        """Spacing (i, j, k) of the fields' pooled grid, mm."""
+        return self.crop.spacing * self.pool
+
+    @property
+    def field_cell(self) -> float:
+        """How far a field value may be from the true distance at its grid point, mm."""
+        return F.cell_slack(self.pool, self.crop.spacing)
+
+    @property
+    def field_affine(self) -> np.ndarray:
+        """Pooled index (i, j, k, 1) -> LPS."""
+        a = np.asarray(self.crop.affine, float).copy()
+        a[:3, 3] = a[:3, :3] @ ((self.pool - 1.0) / 2.0) + a[:3, 3]
+        a[:3, :3] = a[:3, :3] * self.pool
+        return a
+
+    @property
+    def group_margins(self) -> np.ndarray:
+        return np.array([self.margins[g[0]] for g in self.groups], dtype=np.float64)
+
+    def group_volume(self, g: int) -> np.ndarray:
+        """uint8 [k, j, i] of group ``g``: 1 + the index in the group of the rule whose structure is there."""
+        lab = self.group_labels[g]
+        return lab if lab is not None else self.rule_masks[self.groups[g][0]].view(np.uint8)
+
+    def rule_at(self, g: int, points: np.ndarray, radius_mm: float) -> np.ndarray:
+        """The rule (index into ``rules``) of group ``g`` whose structure is nearest each point (crop i, j, k)."""
+        members = self.groups[g]
+        if len(members) == 1 or not len(points):
+            return np.full(len(points), members[0], dtype=np.int64)
+        lab = F.nearest_member(self.group_labels[g], np.ascontiguousarray(points, float), self.crop.spacing,
+                               float(radius_mm))
+        return np.array(members)[np.maximum(lab.astype(np.int64) - 1, 0)]  # 0 (none found): the first
 
 
 def _rule_mask(sset: StructureSet, rule: AvoidRule, named: set[str], sl) -> np.ndarray:
@@ -121,9 +161,19 @@ def _rule_mask(sset: StructureSet, rule: AvoidRule, named: set[str], sl) -> np.n
 
 def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarray, body: np.ndarray,
             reach_mm: float | None = None) -> _Context:
-    """Distance fields, labels and skin of the region a needle from ``centre_lps`` can reach."""
+    """Distance fields, labels and skin of the region a needle from ``centre_lps`` can reach.
+
+    The region is the box of half-width ``reach`` around the centre in L and P, and in S only
+    as far as the craniocaudal limit lets a needle go (every path steeper than that is ruled
+    out by angle alone, before any clearance is looked at). The skin beyond that slab is still
+    found, so such candidates are counted under ``craniocaudal_angle``.
+    """
+    centre = np.asarray(centre_lps, float)
     reach = float(reach_mm if reach_mm is not None else preset.max_depth_mm) + 10.0
-    crop = F.crop_around(ct.shape, ct.affine, np.asarray(centre_lps, float), reach)
+    half_z = None
+    if preset.max_craniocaudal_deg < 90.0:
+        half_z = float(reach - 10.0) * float(np.sin(np.radians(preset.max_craniocaudal_deg))) + 10.0
+    crop = _shrink_to_content(F.crop_around(ct.shape, ct.affine, centre, reach, half_z), body, sset)
     sl = crop.slices
     named = {r.name for r in preset.avoid if r.name}
     # Rules with no structure in reach can never be broken: they get no field.
@@ -133,10 +183,34 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
         if m.any():
             rules.append(r)
             rule_masks.append(m)
-    fields = np.empty((len(rules),) + crop.shape, dtype=np.float32)
-    for g, m in enumerate(rule_masks):
-        fields[g] = F.distance_field(m, crop.spacing)
     margins = np.array([r.margin_mm for r in rules], dtype=np.float64)
+    # One distance field per distinct margin: a path keeps every rule of a group exactly when it
+    # keeps the group's margin from the union of their structures.
+    groups: list[list[int]] = []
+    for r in range(len(rules)):
+        same = next((g for g in groups if margins[g[0]] == margins[r]), None)
+        if same is None:
+            groups.append([r])
+        else:
+            same.append(r)
+    # The fields are computed on blocks of the grid made about isotropic (any voxel of a block
+    # set sets the block): the bounds read from them are widened by the block's half-diagonal,
+    # and whatever they cannot decide is measured exactly on the full grid.
+    pool = F.pooling_factors(crop.spacing)
+    pooled_shape = tuple(-(-n // int(f)) for n, f in zip(crop.shape, pool[::-1]))
+    fields = np.empty((len(groups),) + pooled_shape, dtype=np.float32)
+    group_labels: list[np.ndarray | None] = []
+    for g, members in enumerate(groups):
+        if len(members) == 1:
+            union = rule_masks[members[0]]
+            group_labels.append(None)
+        else:
+            lab = np.zeros(crop.shape, np.uint8)
+            for n, r in enumerate(members, start=1):
+                lab[rule_masks[r]] = n
+            union = lab > 0
+            group_labels.append(lab)
+        fields[g] = F.distance_field(F.pool_any(union, pool), crop.spacing * pool)
 
     lung = sset.union(classes=LUNG_CLASSES, region=sl)
     labels = np.zeros(crop.shape, np.uint8)
@@ -152,36 +226,76 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
     labels[emph & lung] |= IN_EMPHYSEMA
 
     vessels = sset.union(classes=[StructureClass.VESSEL], region=sl)
-    vessel_field = F.distance_field(vessels, crop.spacing) if vessels.any() else None
-    sigma = 2.0 / crop.spacing[::-1]
-    lung_smooth = ndimage.gaussian_filter(lung.astype(np.float32), sigma=sigma, truncate=2.5) if lung.any() else None
+    vessel_field = None
+    if vessels.any():
+        # The fields of the rules on vessels already hold it when they cover every vessel.
+        of_vessels = [k for k, r in enumerate(rules)
+                      if (sset[r.name].cls if r.name else r.cls) == StructureClass.VESSEL]
+        covered = np.logical_or.reduce([rule_masks[k] for k in of_vessels]) if of_vessels else None
+        alone = [g for g, members in enumerate(groups) if set(members) <= set(of_vessels)]
+        if covered is not None and np.array_equal(covered, vessels) and \
+                {k for g in alone for k in groups[g]} == set(of_vessels):
+            vessel_field = fields[alone].min(axis=0)
+        else:
+            vessel_field = F.distance_field(F.pool_any(vessels, pool), crop.spacing * pool)
+    lung_smooth = lung.view(np.uint8) if lung.any() else None
 
-    b = body[sl]
-    surface = b & ~ndimage.binary_erosion(b, border_value=0)
-    idx = np.argwhere(surface)
-    body_smooth = ndimage.gaussian_filter(b.astype(np.float32), sigma=sigma, truncate=2.5)
-    normal = -_gradient_lps(body_smooth, idx, crop)  # outward: against the gradient of the body indicator
+    lo, hi = np.array(crop.lo), np.array(crop.lo) + np.array(crop.shape)
+    idx = F.skin_voxels(body, lo, hi)
+    # outward: against the gradient of the smoothed body indicator (the body beyond the crop counts)
+    normal = -_smoothed_gradient_lps(body, idx, ct.affine)
+    idx -= np.array(crop.lo)
     norm = np.linalg.norm(normal, axis=1)
     ok = norm > 1e-6
     skin_lps = idx[ok][:, ::-1].astype(float) @ crop.affine[:3, :3].T + crop.affine[:3, 3]
     skin_normal = normal[ok] / norm[ok, None]
-    return _Context(crop, rules, fields, rule_masks, margins, labels, vessel_field, lung_smooth, skin_lps, skin_normal)
+    outer = np.zeros((0, 3))
+    if half_z is not None:
+        ball = F.crop_around(ct.shape, ct.affine, centre, reach)
+        b_lo = np.array(ball.lo)
+        kji = F.skin_voxels(body, b_lo, b_lo + np.array(ball.shape), lo, hi)  # the ball's box minus the slab
+        outer = kji[:, ::-1].astype(float) @ ct.affine[:3, :3].T + ct.affine[:3, 3]
+    return _Context(crop, rules, rule_masks, margins, groups, fields, group_labels, labels, vessel_field,
+                    lung_smooth, skin_lps, skin_normal, outer, pool)
 
 
-def _gradient_lps(field: np.ndarray, kji: np.ndarray, crop: F.Crop) -> np.ndarray:
-    """Gradient (per mm, in LPS) of a crop array at integer voxels ``kji`` (n, 3), central differences."""
-    shape = np.array(field.shape)
-    g = np.zeros((len(kji), 3))
-    for axis in range(3):  # array axes k, j, i
-        hi = kji.copy()
-        lo = kji.copy()
-        hi[:, axis] = np.minimum(hi[:, axis] + 1, shape[axis] - 1)
-        lo[:, axis] = np.maximum(lo[:, axis] - 1, 0)
-        step = (hi[:, axis] - lo[:, axis]) * crop.spacing[2 - axis]
-        diff = field[tuple(hi.T)] - field[tuple(lo.T)]
-        g[:, 2 - axis] = np.where(step > 0, diff / np.maximum(step, 1e-9), 0.0)  # column order i, j, k
-    direction = crop.affine[:3, :3] / crop.spacing  # unit axis vectors as columns
+def _shrink_to_content(crop: F.Crop, body: np.ndarray, sset: StructureSet) -> F.Crop:
+    """The part of ``crop`` that holds the body or any structure (nothing else can be met)."""
+    lo = np.array(crop.lo)
+    hi = lo + np.array(crop.shape)
+    b = body[crop.slices]
+    c_lo, c_hi = hi.copy(), lo.copy()
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(b.any(axis=other))
+        if len(hit):
+            c_lo[axis], c_hi[axis] = lo[axis] + hit[0], lo[axis] + hit[-1] + 1
+    for s in sset:
+        s_lo = np.array(s.offset)
+        s_hi = s_lo + np.array(s.mask.shape)
+        c_lo, c_hi = np.minimum(c_lo, np.maximum(s_lo, lo)), np.maximum(c_hi, np.minimum(s_hi, hi))
+    c_lo, c_hi = np.maximum(c_lo - 1, lo), np.minimum(c_hi + 1, hi)
+    if np.any(c_hi <= c_lo):
+        return crop
+    return F.sub_crop(crop, tuple(c_lo), tuple(c_hi - c_lo))  # type: ignore[arg-type]
+
+
+def _smoothed_gradient_lps(mask: np.ndarray, kji: np.ndarray, affine: np.ndarray, sigma_mm: float = 2.0
+                           ) -> np.ndarray:
+    """Gradient (LPS) of ``mask``'s indicator smoothed by a Gaussian of ``sigma_mm``, at voxels ``kji`` (n, 3)."""
+    sp = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    g = F.smoothed_gradient(mask.view(np.uint8), kji, sp, sigma_mm, 2.5 * sigma_mm)
+    direction = np.asarray(affine, float)[:3, :3] / sp  # unit axis vectors as columns
     return g @ direction.T
+
+
+def target_side(target: Target) -> str | None:
+    """"left" or "right" when the target's label ends so (``knee_effusion_right``), else None."""
+    label = (target.label or "").lower()
+    for side in ("left", "right"):
+        if label.endswith("_" + side) or label.endswith(" " + side) or label == side:
+            return side
+    return None
 
 
 def _position_of(normals: np.ndarray) -> np.ndarray:
@@ -200,19 +314,27 @@ def plan(
     body: np.ndarray,
     n_best: int = 5,
     context: _Context | None = None,
+    side: str | None = None,
 ) -> PlanResult:
-    """Plan trajectories to ``target``; ``context`` from :func:`prepare` may be reused to re-plan."""
+    """Plan trajectories to ``target``; ``context`` from :func:`prepare` may be reused to re-plan.
+
+    ``side`` ("left" or "right" of the patient) resolves a lateral or medial approach; by
+    default it is read from the target's label (``..._left`` / ``..._right``).
+    """
     t0 = time.perf_counter()
     tgt = np.asarray(target.point, float)
     ctx = context or prepare(ct, sset, preset, tgt, body)
     t_prep = time.perf_counter() - t0
     t1 = time.perf_counter()
 
-    vec = tgt - ctx.skin_lps
+    # Candidates: the skin points the longest needle reaches (with its reserve outside the skin);
+    # the skin beyond the prepared slab has no normal (NaN) and is too steep for any needle.
+    all_skin = np.concatenate([ctx.skin_lps, ctx.outer_skin_lps])
+    all_normals = np.concatenate([ctx.skin_normal, np.full((len(ctx.outer_skin_lps), 3), np.nan)])
+    vec = tgt - all_skin
     length = np.linalg.norm(vec, axis=1)
-    # Candidates: the skin points the longest needle reaches (with its reserve outside the skin).
     keep = (length > 1.0) & (length <= preset.max_depth_mm)
-    entries, normals, vec, length = ctx.skin_lps[keep], ctx.skin_normal[keep], vec[keep], length[keep]
+    entries, normals, vec, length = all_skin[keep], all_normals[keep], vec[keep], length[keep]
     d = vec / length[:, None]
     n = len(entries)
     reason = np.full(n, "", dtype=object)
@@ -220,12 +342,24 @@ def plan(
     def reject(mask: np.ndarray, why: str) -> None:
         reason[(reason == "") & mask] = why
 
-    positions = _position_of(normals)
-    reject(~np.isin(positions, preset.positions), "approach_side")
-    skin_angle = np.degrees(np.arccos(np.clip(-(d * normals).sum(axis=1), -1, 1)))
-    reject(skin_angle > preset.max_angle_from_skin_normal_deg, "insertion_angle")
+    # Geometry first, the gantry's limit before the patient's position and the skin angle.
     cc_angle = np.degrees(np.arcsin(np.clip(np.abs(d[:, 2]), 0, 1)))
     reject(cc_angle > preset.max_craniocaudal_deg, "craniocaudal_angle")
+    outside = np.isnan(normals[:, 0])
+    if np.any(outside & (reason == "")):  # pragma: no cover - the slab is sized so this cannot happen
+        raise AssertionError("a candidate outside the prepared region passed the craniocaudal limit")
+    if preset.fixed_position is not None:  # a limb: reached from any side, the patient stays put
+        positions = np.full(n, preset.fixed_position, dtype=object)
+    else:
+        positions = np.where(outside, "", _position_of(np.nan_to_num(normals)))
+        reject(~np.isin(positions, preset.positions), "approach_side")
+    with np.errstate(invalid="ignore"):
+        skin_angle = np.degrees(np.arccos(np.clip(-(d * normals).sum(axis=1), -1, 1)))
+    reject(skin_angle > preset.max_angle_from_skin_normal_deg, "insertion_angle")
+    if preset.approach is not None:
+        way = preset.approach.vector(side if side is not None else target_side(target))
+        off = np.degrees(np.arccos(np.clip(-(d @ way), -1, 1)))  # -d: from the target towards the entry
+        reject(off > preset.approach.max_angle_deg, "approach_direction")
 
     todo = np.flatnonzero(reason == "")
     starts = ctx.crop.lps_to_ijk(entries[todo])
@@ -234,17 +368,54 @@ def plan(
     need = preset.needle_radius_mm + STEP_MM / 2.0
     min_clear = np.full((n, len(ctx.rules)), np.nan, np.float32)
     if len(todo) and len(ctx.rules):
-        fail, uncertain, mc = F.march_clearance(ctx.fields, ctx.margins, ctx.crop.spacing, starts, ends, STEP_MM, need)
-        for r, rule in enumerate(ctx.rules):
-            # Where the field cannot decide (within a voxel of the margin), decide exactly.
-            ask = np.flatnonzero((fail == -1) & uncertain[:, r])
+        gm = ctx.group_margins
+        fail, uncertain, mc, unc_lo, unc_hi, fail_at = F.march_clearance(
+            ctx.fields, gm, ctx.field_spacing, F.to_pooled(starts, ctx.pool), F.to_pooled(ends, ctx.pool), STEP_MM,
+            need, ctx.field_cell)
+        path_mm = np.linalg.norm((ends - starts) * ctx.crop.spacing, axis=1)
+        seg = ends - starts
+        fail_rule = np.full(len(todo), -1, np.int64)
+        for g in range(len(ctx.groups)):
+            # A sure failure: the rule of the group whose structure is nearest where it happened.
+            hit = np.flatnonzero(fail == g)
+            if len(hit):
+                at = starts[hit] + (fail_at[hit] / np.maximum(path_mm[hit], 1e-9))[:, None] * seg[hit]
+                fail_rule[hit] = ctx.rule_at(g, at, gm[g] + need)
+        for g in range(len(ctx.groups)):
+            # Where the field cannot decide (within a voxel of the margin), decide exactly, on
+            # the stretch of the path where it could not (the rest is proven clear).
+            ask = np.flatnonzero((fail_rule == -1) & uncertain[:, g])
             if len(ask):
-                bad, dmin = F.exact_violations(ctx.tree(r), starts[ask], ends[ask], STEP_MM, ctx.margins[r] + need)
-                fail[ask[bad]] = r
-                mc[ask, r] = np.maximum(mc[ask, r], np.minimum(dmin, F.BIG)).astype(np.float32)
-        min_clear[todo] = mc
+                span = np.maximum(path_mm[ask], 1e-9)
+                u0 = np.clip((unc_lo[ask, g] - STEP_MM) / span, 0.0, 1.0)[:, None]
+                u1 = np.clip((unc_hi[ask, g] + STEP_MM) / span, 0.0, 1.0)[:, None]
+                # exact distance of the stretch to the voxel centres (closed form, no sampling);
+                # the limit is the margin plus the needle radius, without the sampling slack
+                limit = gm[g] + preset.needle_radius_mm
+                dmin, lab = F.exact_segment_check(ctx.group_volume(g), starts[ask] + u0 * seg[ask],
+                                                  starts[ask] + u1 * seg[ask], ctx.crop.spacing, limit,
+                                                  EXACT_PIECE_MM)
+                bad = dmin < limit
+                members = np.array(ctx.groups[g])
+                fail_rule[ask[bad]] = members[np.maximum(lab[bad].astype(np.int64) - 1, 0)]
+                mc[ask, g] = np.maximum(mc[ask, g], np.minimum(dmin, F.BIG)).astype(np.float32)
+        for g, members in enumerate(ctx.groups):
+            min_clear[np.ix_(todo, members)] = mc[:, [g]]  # a lower bound for each rule of the group
         for r, rule in enumerate(ctx.rules):
-            reason[todo[fail == r]] = rule.key
+            reason[todo[fail_rule == r]] = rule.key
+    probes: dict[int, Any] = {}
+    if preset.guidance == "us":
+        # The needle must lie in the plane of a probe placed on the skin (see .ultrasound).
+        from .ultrasound import UltrasoundLimits, place_probes
+
+        ok = np.flatnonzero(reason == "")
+        placed = place_probes(entries[ok], normals[ok], tgt, ctx.skin_lps, ctx.skin_normal,
+                              UltrasoundLimits.from_preset(preset.raw))
+        for c, probe in zip(ok, placed):
+            if probe is None:
+                reason[c] = "ultrasound_window"
+            else:
+                probes[int(c)] = probe
     feasible = np.flatnonzero(reason == "")
     t_hard = time.perf_counter() - t1
 
@@ -289,7 +460,7 @@ def plan(
             angle_from_vertical_deg=float(np.degrees(np.arctan2(abs(d[c, 0]), abs(d[c, 1])))),
             craniocaudal_deg=float(np.degrees(np.arcsin(np.clip(d[c, 2], -1, 1)))),
             angle_from_skin_normal_deg=float(skin_angle[c]), score=float(score[f]), metrics=m,
-            pareto=bool(pareto[f]),
+            pareto=bool(pareto[f]), probe=probes.get(int(c)),
         )
         trajectories.append(traj)
 
@@ -325,18 +496,19 @@ def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.nd
     enter = lung[:, 1:] & ~lung[:, :-1]
     out["pleura_crossings"] = enter.sum(axis=1) + lung[:, 0]
     out["emphysema_mm"] = (((lab & IN_EMPHYSEMA) > 0) & valid).sum(axis=1) * h
+    # Fissures crossed: changes of lobe along the path, plus, where the lung has no lobes (a lung
+    # whose fissures were not found well enough to split it), entries into fissure voxels.
     lobe = np.where(valid, lab >> LOBE_SHIFT, 0)
     fis = np.zeros(n)
     for c in range(n):
         seq = lobe[c][lobe[c] > 0]
         fis[c] = np.count_nonzero(seq[1:] != seq[:-1]) if len(seq) > 1 else 0
-    if not lobe.any():  # no lobes: count entries into fissure voxels
-        fm = ((lab & IN_FISSURE) > 0) & valid
-        fis = (fm[:, 1:] & ~fm[:, :-1]).sum(axis=1) + fm[:, 0]
+    fm = ((lab & IN_FISSURE) > 0) & valid & (lobe == 0)
+    fis += (fm[:, 1:] & ~fm[:, :-1]).sum(axis=1) + fm[:, 0]
     out["fissures"] = fis
-    if ctx.vessel_field is not None:
-        vlab = F.march_labels((ctx.vessel_field < NEAR_VESSEL_MM).astype(np.uint8), starts, ends,
-                              ctx.crop.spacing, SOFT_STEP_MM)
+    if ctx.vessel_field is not None:  # on the pooled grid of the fields (a soft criterion)
+        vlab = F.march_labels((ctx.vessel_field < NEAR_VESSEL_MM).astype(np.uint8), F.to_pooled(starts, ctx.pool),
+                              F.to_pooled(ends, ctx.pool), ctx.field_spacing, SOFT_STEP_MM)
         out["vessel_near_mm"] = ((vlab == 1).sum(axis=1)) * h
     if ctx.lung_smooth is not None:
         first = np.where(lung.any(axis=1), lung.argmax(axis=1), -1)
@@ -345,7 +517,7 @@ def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.nd
             t = first[rows] / np.maximum(valid[rows].sum(axis=1) - 1, 1)
             p = starts[rows] + t[:, None] * (ends[rows] - starts[rows])
             ijk = np.clip(np.rint(p).astype(int), 0, np.array(ctx.labels.shape[::-1]) - 1)
-            gn = _gradient_lps(ctx.lung_smooth, ijk[:, ::-1], ctx.crop)
+            gn = _smoothed_gradient_lps(ctx.lung_smooth, ijk[:, ::-1], ctx.crop.affine)
             norm = np.linalg.norm(gn, axis=1)
             cosang = np.abs((gn * d[rows]).sum(axis=1)) / np.maximum(norm, 1e-9)
             out["pleura_angle_deg"][rows] = np.where(norm > 1e-9, np.degrees(np.arccos(np.clip(cosang, 0, 1))), 0.0)
