@@ -18,6 +18,7 @@ from ..errors import InputError
 from .image import Image, ImageMeta
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 #: Short names for the transfer syntaxes this writer can produce.
 TRANSFER_SYNTAXES = {
@@ -53,7 +54,7 @@ def write_ct_slices(
     unsigned: bool = True,
     extra: dict[str, object] | None = None,
 ) -> list[Path]:
-    """Write one CT series, one file per slice.
+    """Write one CT series (or MR, when ``meta.modality`` is "MR"), one file per slice.
 
     Parameters
     ----------
@@ -108,17 +109,19 @@ def write_ct_slices(
         steps = np.abs(np.diff(pos @ normal)) if len(pos) > 1 else np.array([1.0])
         slice_thickness = float(np.median(steps)) if len(steps) else 1.0
 
+    is_mr = (meta.modality or "CT") == "MR"
+    sop_class = MR_IMAGE_STORAGE if is_mr else CT_IMAGE_STORAGE
     paths: list[Path] = []
     for k in range(pix.shape[0]):
         sop_uid = _uid(seed and f"{seed}/sop/{k}")
         fm = FileMetaDataset()
-        fm.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+        fm.MediaStorageSOPClassUID = sop_class
         fm.MediaStorageSOPInstanceUID = sop_uid
         fm.TransferSyntaxUID = UID(TRANSFER_SYNTAXES["explicit"])
         fm.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
         ds = Dataset()
         ds.file_meta = fm
-        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = sop_uid
         ds.PatientName = meta.patient_name or "Demo^Phantom"
         ds.PatientID = meta.patient_id or "DEMO-0001"
@@ -142,13 +145,17 @@ def write_ct_slices(
         ds.SeriesNumber = 1
         ds.InstanceNumber = int(instance_numbers[k]) if instance_numbers is not None else k + 1
         ds.PatientPosition = meta.patient_position or "HFS"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER" if is_mr else "AXIAL"]
         ds.ImagePositionPatient = [f"{x:.6g}" for x in pos[k]]
         ds.ImageOrientationPatient = [f"{x:.8g}" for x in (*row_cosine, *column_cosine)]
         ds.PixelSpacing = [f"{x:.8g}" for x in pixel_spacing]
         ds.SliceThickness = f"{slice_thickness:.6g}"
         ds.SliceLocation = f"{float(pos[k] @ normal):.6g}"
-        ds.KVP = "120"
+        if is_mr:
+            ds.ScanningSequence, ds.SequenceVariant, ds.MRAcquisitionType = "SE", "NONE", "2D"
+            ds.MagneticFieldStrength = "1.5"
+        else:
+            ds.KVP = "120"
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = int(pix.shape[1]), int(pix.shape[2])
@@ -158,7 +165,7 @@ def write_ct_slices(
         ds.PixelRepresentation = 0 if unsigned else 1
         ds.RescaleIntercept = str(intercept)
         ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
+        ds.RescaleType = "US" if is_mr else "HU"  # MR: unspecified units
         ds.WindowCenter = "40"
         ds.WindowWidth = "400"
         for key, value in (extra or {}).items():

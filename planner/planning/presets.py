@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+
+import numpy as np
 
 from ..anatomy.registry import StructureClass
 from ..errors import InputError
@@ -42,6 +44,45 @@ class Needle:
                 "coaxial": self.coaxial}
 
 
+DIRECTIONS = ("anterior", "posterior", "superior", "inferior", "lateral", "medial", "left", "right")
+
+
+@dataclass(frozen=True)
+class Approach:
+    """A named way in: entries within ``max_angle_deg`` of a direction from the target.
+
+    ``directions`` are anatomical words whose unit vectors are summed: ``["anterior",
+    "lateral"]`` is anterolateral. ``lateral`` and ``medial`` depend on the side of the
+    target (``side``: "left" or "right" of the patient).
+    """
+
+    id: str
+    title: str
+    directions: tuple[str, ...]
+    max_angle_deg: float
+    note: str = ""
+    source: str = ""
+
+    def vector(self, side: str | None) -> np.ndarray:
+        """The approach direction (from the target towards the skin), unit, LPS."""
+        lateral_x = {"right": -1.0, "left": 1.0}.get(side or "")
+        v = np.zeros(3)
+        for word in self.directions:
+            if word in ("lateral", "medial"):
+                if lateral_x is None:
+                    raise InputError(f"approach {self.id!r} is {word}: the side of the target (left or right) "
+                                     "is needed; name the target's structure with _left/_right or give --side")
+                v[0] += lateral_x if word == "lateral" else -lateral_x
+            else:
+                v += {"anterior": (0, -1, 0), "posterior": (0, 1, 0), "superior": (0, 0, 1),
+                      "inferior": (0, 0, -1), "left": (1, 0, 0), "right": (-1, 0, 0)}[word]
+        return v / np.linalg.norm(v)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "directions": list(self.directions),
+                "max_angle_deg": self.max_angle_deg, "note": self.note}
+
+
 @dataclass(frozen=True)
 class Preset:
     id: str
@@ -55,6 +96,19 @@ class Preset:
     positions: tuple[str, ...]
     weights: dict[str, float] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    approaches: tuple[Approach, ...] = ()
+    approach: Approach | None = None  # the chosen one (the first by default)
+    fixed_position: str | None = None  # a limb is reached from any side with the patient in this position
+
+    def with_approach(self, approach_id: str | None) -> "Preset":
+        """This preset with the approach ``approach_id`` chosen (None: the default, the first)."""
+        if approach_id is None:
+            return self
+        for a in self.approaches:
+            if a.id == approach_id:
+                return replace(self, approach=a)
+        known = ", ".join(a.id for a in self.approaches) or "none"
+        raise InputError(f"procedure {self.id!r} has no approach {approach_id!r}; its approaches: {known}")
 
     @property
     def max_depth_mm(self) -> float:
@@ -93,7 +147,22 @@ def _parse(data: dict[str, Any], where: str) -> Preset:
         bad = [p for p in positions if p not in POSITIONS]
         if bad:
             raise ValueError(f"unknown positions {bad}; allowed {list(POSITIONS)}")
+        approaches = []
+        for a in data.get("approaches", []):
+            words = tuple(str(w) for w in a["directions"])
+            unknown = [w for w in words if w not in DIRECTIONS]
+            if unknown or not words:
+                raise ValueError(f"approach {a.get('id')!r}: directions {list(words)}; allowed {list(DIRECTIONS)}")
+            angle = float(a["max_angle_deg"])
+            if not 0 < angle <= 90:
+                raise ValueError(f"approach {a['id']!r}: max_angle_deg {angle} outside (0, 90]")
+            approaches.append(Approach(str(a["id"]), str(a.get("title", a["id"])), words, angle,
+                                       str(a.get("note", "")), str(a.get("source", ""))))
+        fixed = data.get("fixed_position")
+        if fixed is not None and fixed not in POSITIONS:
+            raise ValueError(f"fixed_position {fixed!r}; allowed {list(POSITIONS)}")
         return Preset(
+            approaches=tuple(approaches), approach=approaches[0] if approaches else None, fixed_position=fixed,
             id=str(data["id"]), title=str(data["title"]), guidance=str(data.get("guidance", "ct")),
             avoid=tuple(avoid), needles=needles, needle_reserve_mm=float(data.get("needle_reserve_mm", 10)),
             max_angle_from_skin_normal_deg=float(data["max_angle_from_skin_normal_deg"]),
@@ -118,8 +187,9 @@ def list_presets() -> dict[str, Preset]:
     return out
 
 
-def load_preset(preset_id: str) -> Preset:
+def load_preset(preset_id: str, approach: str | None = None) -> Preset:
+    """The preset ``preset_id`` with ``approach`` chosen (None: its default approach, if it has any)."""
     presets = list_presets()
     if preset_id not in presets:
         raise InputError(f"unknown procedure {preset_id!r}; available: {', '.join(sorted(presets))}")
-    return presets[preset_id]
+    return presets[preset_id].with_approach(approach)
