@@ -1,0 +1,152 @@
+"""Everything a plan folder gets after planning: reports, exports and (optionally) DICOM objects.
+
+``write_report_set`` is what ``planner plan`` and ``planner demo`` call once ``plan.json`` is
+written. It adds to ``plan.json`` what the reports print and the planner does not compute
+(patient and study identifiers, the procedure's title, the trajectories in room terms), then
+writes, each atomically:
+
+- ``report.pdf`` and ``report.html`` (the same blocks, see :mod:`.facts`);
+- ``images/path_*.png`` when the scene's images are absent (see :mod:`.images`);
+- ``plan.mrk.json`` and ``markups/trajectory_<rank>.mrk.json`` (3D Slicer line markups, LPS);
+- ``meshes/*.stl`` and ``meshes/plan.glb`` (structures and needles, LPS mm);
+- with ``dicom=True``: ``dicom/report.dcm`` (Encapsulated PDF) and ``dicom/sc_*.dcm`` (Secondary Capture);
+- with ``anonymize=True``: every one of these without patient identifiers (``plan.json`` too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..anatomy.structures import StructureSet
+from ..anatomy.target import Target
+from ..errors import InputError
+from ..images import Image
+from ..planning.output import write_json_atomic
+from .anonymize import anonymize_plan, new_uid_map
+from .facts import report_facts
+from .html import write_html
+from .images import report_images
+from .markups import write_markups
+from .meshes import write_meshes
+from .pdf import write_pdf
+from .room import add_room_terms
+
+
+@dataclass
+class ReportSet:
+    """The files written for one plan."""
+
+    plan_dir: Path
+    pdf: Path
+    html: Path
+    markups: list[Path]
+    images: dict[str, Path]
+    meshes: list[Path] = field(default_factory=list)
+    dicom: list[Path] = field(default_factory=list)
+
+    def all(self) -> list[Path]:
+        return [self.pdf, self.html, *self.markups, *self.images.values(), *self.meshes, *self.dicom]
+
+
+def identify(doc: dict[str, Any], ct: Image) -> dict[str, Any]:
+    """Add the patient and study identifiers of the CT and the procedure's title to ``doc`` (in place)."""
+    from ..planning import list_presets
+
+    m = ct.meta
+    doc["patient"] = {"name": m.patient_name.replace("^", " ").strip(), "id": m.patient_id,
+                      "birth_date": m.patient_birth_date, "sex": m.patient_sex}
+    doc["study"] = {"date": m.study_date, "description": m.study_description,
+                    "accession_number": m.accession_number, "series_description": m.series_description,
+                    "acquisition_date": m.acquisition_date}
+    preset = list_presets().get(str(doc.get("procedure")))
+    if preset is not None:
+        doc["procedure_title"] = preset.title
+    return doc
+
+
+def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: StructureSet, *,
+                     dicom: bool = False, anonymize: bool = False, meshes: bool = True,
+                     target: Target | None = None, views: bool = True) -> ReportSet:
+    """Write the report set of the plan in ``plan_dir`` (its ``plan.json`` must exist).
+
+    Parameters
+    ----------
+    plan_dir : path
+        The plan folder written by :func:`planner.workflow.run_plan`.
+    ct : Image
+        The planning CT (its hash must match ``plan.json``).
+    structures : StructureSet
+        The structures the plan was made against, on the CT grid.
+    dicom : bool
+        Also write the DICOM objects into ``plan_dir/dicom`` (needs the CT as DICOM).
+    anonymize : bool
+        Leave no patient identifier in any output (see :mod:`.anonymize`).
+    meshes : bool
+        Write the surface meshes.
+    target : Target, optional
+        The plan's target; its mask (a lesion grown from a seed) gets a mesh when the structures lack it.
+    views : bool
+        Render the scene's procedure-room views (planning slice, bull's-eye, progression, 3D)
+        into ``plan_dir/images`` first, so the report shows them.
+    """
+    d = Path(plan_dir)
+    doc = json.loads((d / "plan.json").read_text(encoding="utf-8"))
+    if doc.get("image", {}).get("sha256") != ct.sha256:
+        raise InputError(f"{d / 'plan.json'}: was planned on another scan (voxel hash differs from the CT given)")
+    ref = None
+    if dicom:  # fail before anything is written
+        from .dicom_export import reference_header
+
+        ref = reference_header(ct.meta.source, ct.meta.series_instance_uid)
+    body = structures.mask("body") if "body" in structures else _body(ct)
+    identify(doc, ct)
+    add_room_terms(doc, ct, body)
+    uid_map = new_uid_map() if anonymize else None
+    if uid_map is not None:
+        doc = anonymize_plan(doc, uid_map)
+    write_json_atomic(doc, d / "plan.json")
+
+    extra = [target.structure] if target is not None and target.structure is not None else []
+    if views:
+        _render_scene_views(d, ct, structures, doc)
+    images = report_images(d, ct, structures, doc, extra)
+    facts = report_facts(doc)
+    title = facts.title
+    pdf = write_pdf(facts, images, d / "report.pdf", title=title)
+    html = write_html(facts, images, d / "report.html", title=title)
+    marks = write_markups(doc, d)
+    rs = ReportSet(d, pdf, html, marks, dict(images))
+    if meshes:
+        rs.meshes = write_meshes(structures, doc, d, extra)
+    if dicom:
+        from .dicom_export import write_dicom
+
+        rs.dicom = write_dicom(pdf, images, ref, d / "dicom", title, uid_map)
+    return rs
+
+
+def _body(ct: Image) -> Any:
+    from ..anatomy.autoseg import body_mask
+    from ..anatomy.autoseg.mr import mr_body_mask
+
+    return mr_body_mask(ct) if ct.meta.modality == "MR" else body_mask(ct)
+
+
+def _render_scene_views(plan_dir: Path, ct: Image, structures: StructureSet, doc: dict[str, Any]) -> None:
+    """The scene's views of the plan, offscreen, into ``plan_dir/images`` (the report shows them)."""
+    if not doc.get("trajectories"):
+        return  # the views are of a needle; a plan without one keeps the planes through the target
+    import numpy as np
+
+    from ..scene import case_from_objects, render_views
+
+    risk = None
+    rm = plan_dir / "risk_map.npz"
+    if rm.is_file():
+        with np.load(rm) as z:
+            risk = {"entries": z["entries_lps"], "score": z["score"], "reason": z["reason"]}
+    render_views(case_from_objects(ct, structures, doc, risk), plan_dir)
