@@ -16,6 +16,9 @@ test: $(TEST_STAMP)
 
 benchmarks: $(TEST_STAMP)
 	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/segment.py
+	$(BIN)/python benchmarks/plan.py
+	$(BIN)/python benchmarks/render.py
 
 # Regenerates the embedded demo cases in assets/ (deterministic).
 assets: $(STAMP)

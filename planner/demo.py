@@ -1,8 +1,8 @@
 """The embedded demo cases (``assets/demo/<case>/``) and what ``planner demo`` does with them.
 
-Each case folder holds ``case.json`` (title, target, procedure), ``ct/`` (a DICOM series) and
-its ground-truth structures. Until the planner exists, the demo loads each CT and writes an
-axial, coronal and sagittal PNG through the target.
+Each case folder holds ``case.json`` (title, target, procedure and any further procedures),
+``ct/`` (a DICOM series) and its ground-truth structures. The demo loads each CT, writes an
+axial, coronal and sagittal PNG through the target and plans each procedure of the case.
 """
 
 from __future__ import annotations
@@ -98,18 +98,30 @@ def run_demo(out: Path) -> Iterator[str]:
 
 
 def _plan_case(case: DemoCase, out: Path) -> Iterator[str]:
+    """Plan the case's procedure into ``out``, and each of its ``also_procedures`` beside it
+    (``out/../knee-synovial-biopsy`` for the knee case)."""
     from .planning import list_presets
     from .workflow import run_plan
 
-    procedure = case.info.get("procedure")
-    if procedure not in list_presets():
-        yield f"{case.id}: no plan yet (procedure {procedure!r} has no preset)"
-        return
-    run = run_plan(case.ct, procedure, out, structures=case.folder / case.info["structures"],
-                   target_label=case.info["target"]["label"])
-    best = run.result.trajectories[0] if run.result.trajectories else None
-    if best is None:
-        yield f"{case.id}: NO SAFE TRAJECTORY; " + "; ".join(run.result.explanation)
-    else:
-        yield (f"{case.id}: planned {procedure}: {len(run.result.trajectories)} trajectories, best depth "
-               f"{best.length_mm:.1f} mm, {best.limiting}; wrote {out / 'plan.json'}")
+    from .report import write_report_set
+
+    first = case.info.get("procedure")
+    procedures = [first] + [p for p in case.info.get("also_procedures", []) if p != first]
+    for n, procedure in enumerate(procedures):
+        if procedure not in list_presets():
+            yield f"{case.id}: no plan for {procedure!r} (no such preset)"
+            continue
+        name = procedure if procedure.startswith(f"{out.name}-") else f"{out.name}-{procedure}"
+        where = out if n == 0 else out.with_name(name)
+        run = run_plan(case.ct, procedure, where, structures=case.folder / case.info["structures"],
+                       target_label=case.info["target"]["label"])
+        best = run.result.trajectories[0] if run.result.trajectories else None
+        if best is None:
+            yield f"{case.id}: {procedure}: NO SAFE TRAJECTORY; " + "; ".join(run.result.explanation)
+        else:
+            approach = f" ({run.preset.approach.id})" if run.preset.approach else ""
+            yield (f"{case.id}: planned {procedure}{approach}: {len(run.result.trajectories)} trajectories, best depth "
+                   f"{best.length_mm:.1f} mm, {best.limiting}; wrote {where / 'plan.json'}")
+        rs = write_report_set(where, run.ct, run.structures, dicom=True, target=run.target)
+        yield f"{case.id}: wrote the report set: {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, " \
+              f"{len(rs.meshes)} meshes, {len(rs.dicom)} DICOM objects"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ABDOMEN_CT, ABDOMEN_SEG, CHEST_CT
+from conftest import ABDOMEN_CT, ABDOMEN_SEG
 
 from planner.anatomy.autoseg import (
     PARTS,
@@ -237,11 +237,8 @@ def test_fill_holes_2d_and_eigenvalues() -> None:
 
 # --- real scans ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def chest():
-    from planner.images import load_image
-
-    ct = load_image(CHEST_CT)
-    sset = segment_ct(ct)
+def chest(chest_segmented):
+    ct, sset = chest_segmented
     lesion = segment_lesion(ct, CHEST_MASS_LPS)
     write_overlays(ct, sset, lesion)
     return ct, sset, lesion

@@ -75,3 +75,38 @@ def test_unknown_procedure_and_bad_target_exit_2(thorax, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown procedure 'brain-surgery'" in err and "three numbers" in err
     assert not (tmp_path / "plan.json").exists()
+
+
+def test_several_targets_in_one_plan(tmp_path, capsys):
+    """Two sites of one knee: each gets its own trajectories, all in one plan.json."""
+    import json
+
+    import numpy as np
+
+    from conftest import ROOT
+    from planner.anatomy import load_structures
+    from planner.images import load_image
+
+    ct = load_image(ROOT / "assets/demo/knee/ct")
+    sset = load_structures(ROOT / "assets/demo/knee/structures.nii.gz", ct)
+    eff = np.argwhere(sset.mask("knee_effusion_right"))
+    lps = ct.ijk_to_lps(eff[:, ::-1].astype(float))
+    site = lps[np.argmax(lps[:, 0] - 0.5 * np.abs(lps[:, 2] - 50.0))]  # a medial part of the recess
+    out = tmp_path / "two"
+    code = main(["plan", "--ct", str(ROOT / "assets/demo/knee/ct"), "--structures",
+                 str(ROOT / "assets/demo/knee/structures.nii.gz"), "--procedure", "knee-injection",
+                 "--approach", "suprapatellar-medial", "--side", "right", "--target-label", "knee_effusion_right",
+                 f"--target={site[0]:.1f},{site[1]:.1f},{site[2]:.1f}", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    doc = json.loads((out / "plan.json").read_text())
+    assert doc["status"] == "ok" and len(doc["targets"]) == 2
+    assert doc["targets"][0]["target"]["label"] == "knee_effusion_right"
+    assert doc["trajectories"] == doc["targets"][0]["trajectories"]  # the core fields are the first target's
+    for block in doc["targets"]:
+        assert block["status"] == "ok" and block["trajectories"]
+        for t in block["trajectories"]:
+            assert np.allclose(t["target"], block["target"]["point"], atol=0.01)
+            assert t["entry"][0] > t["target"][0]  # medial of a right knee: towards the patient's left
+    assert (out / "risk_map_2.npz").exists()
+    assert printed.count("target ") >= 2

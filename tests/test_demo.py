@@ -28,3 +28,17 @@ def test_demo_writes_three_readable_planes_per_case(tmp_path, capsys):
             rows, cols = np.nonzero(yellow)
             h, w = yellow.shape
             assert 0.05 * h < rows.mean() < 0.95 * h and 0.05 * w < cols.mean() < 0.95 * w
+    # every procedure of every case is planned, safely (the safety tests check the geometry)
+    import json
+
+    for case, procedure, folder in (("thorax", "lung-biopsy", "thorax"), ("knee", "knee-injection", "knee"),
+                                    ("knee", "knee-synovial-biopsy", "knee-synovial-biopsy")):
+        doc = json.loads((tmp_path / folder / "plan.json").read_text())
+        assert doc["procedure"] == procedure and doc["status"] == "ok", (folder, doc["explanation"])
+        assert f"{case}: planned {procedure}" in out
+    knee = json.loads((tmp_path / "knee" / "plan.json").read_text())
+    assert knee["hard_constraints"]["approach"]["id"] == "suprapatellar-lateral"
+    for t in knee["trajectories"]:
+        # a right knee's lateral side is towards the patient's right: smaller x in LPS
+        assert t["entry"][0] < t["target"][0]
+        assert t["patient_position"] == "supine"

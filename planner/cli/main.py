@@ -174,21 +174,89 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _TargetAction(argparse.Action):
+    """Collects --target, --target-label and --seed into one list of (kind, text), in order."""
+
+    def __init__(self, option_strings, dest, const=None, default=None, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(option_strings, dest, nargs=None, const=const, default=default, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append((self.const, values))
+        setattr(namespace, self.dest, items)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from ..workflow import run_plan
 
+    specs = list(args.targets)
+    if not specs:
+        print("planner plan: give a target: --target X,Y,Z, --target-label NAME, --seed X,Y,Z or --target-joint NAME",
+              file=sys.stderr)
+        return EXIT_INPUT
+    if args.dicom:
+        from ..images import source_kind
+
+        if source_kind(args.ct) != "dicom":
+            raise InputError(f"{args.ct}: --dicom files the report in the CT's study, so the CT must be given as DICOM")
     progress = _Progress()
     try:
-        run = run_plan(args.ct, args.procedure, args.out, structures=args.structures, target_point=args.target,
-                       target_label=args.target_label, seed=args.seed, series_uid=args.series, n_best=args.n,
-                       progress=progress)
+        run = run_plan(args.ct, args.procedure, args.out, structures=args.structures, targets=specs,
+                       series_uid=args.series, n_best=args.n, approach=args.approach, side=args.side,
+                       modality=args.modality, progress=progress)
     finally:
         progress.close()
-    print(_format_plan(run.result, run.target, run.preset))
+    for target, result in zip(run.targets, run.results):
+        print(_format_plan(result, target, run.preset))
     for note in run.structures.notes:
         print(f"note: {note}")
     print(f"wrote {run.out / 'plan.json'}")
-    return EXIT_OK if run.result.status == "ok" else EXIT_NO_SAFE_PATH
+    _write_reports(run, args.dicom, args.anonymize)
+    return EXIT_OK if run.ok else EXIT_NO_SAFE_PATH
+
+
+def _write_reports(run: Any, dicom: bool, anonymize: bool) -> None:
+    """The report set of issue 6 (report.pdf/.html, markups, meshes, DICOM) beside plan.json."""
+    from ..report import write_report_set
+
+    rs = write_report_set(run.out, run.ct, run.structures, dicom=dicom, anonymize=anonymize,
+                          target=run.target)
+    print(f"wrote {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, {len(rs.meshes)} meshes"
+          + (f", {len(rs.dicom)} DICOM objects in {rs.dicom[0].parent}" if rs.dicom else "")
+          + (" (de-identified)" if anonymize else ""))
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from ..images import load_image
+    from ..report.review import review_plan
+
+    plan_json = Path(args.dir) / "plan.json"
+    try:
+        modality = json.loads(plan_json.read_text(encoding="utf-8")).get("image", {}).get("modality") or "CT"
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{plan_json}: not a readable plan ({exc})") from None
+    progress = _Progress()
+    try:
+        ct = load_image(args.ct, args.series, modality, progress)
+    finally:
+        progress.close()
+    result = review_plan(args.dir, ct)
+    for line in result.lines():
+        print(line)
+    code = EXIT_OK if result.ok else EXIT_NO_SAFE_PATH
+    if args.no_window:
+        return code
+    try:
+        from .. import scene  # noqa: F401  (the viewer, from the scene issue)
+    except ImportError:
+        print("viewer not available in this build (planner.scene is missing); the checks above stand. "
+              "Use --no-window to only check.", file=sys.stderr)
+        return code
+    if "view" not in _commands():
+        print("viewer not available in this build (no 'planner view'); the checks above stand.", file=sys.stderr)
+        return code
+    view_code = main(["view", str(args.dir)])
+    return code if view_code == EXIT_OK else view_code
 
 
 def _format_plan(result: Any, target: Any, preset: Any) -> str:
@@ -243,6 +311,23 @@ def cmd_procedures(args: argparse.Namespace) -> int:
 
     for p in list_presets().values():
         print(f"{p.id:<22}{p.title}")
+        for a in p.approaches:
+            default = " (default)" if a is p.approaches[0] else ""
+            print(f"{'':<22}  --approach {a.id}{default}: {a.title}")
+    return EXIT_OK
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from ..viewer import open_viewer
+
+    try:
+        w, h = (int(x) for x in args.size.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size {args.size!r}: expected WIDTHxHEIGHT in pixels, e.g. 1500x900") from None
+    shot = open_viewer(args.dir, room=args.room, offscreen=args.offscreen, screenshot=args.screenshot,
+                       size=(w, h), ct_path=args.ct)
+    if shot is not None:
+        print(f"wrote {shot}")
     return EXIT_OK
 
 
@@ -252,6 +337,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for line in run_demo(Path(args.out)):
         print(line)
     return EXIT_OK
+
+
+def _commands() -> set[str]:
+    """The sub-command names this build offers."""
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,15 +374,38 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--ct", required=True, help="DICOM folder or file, NIfTI or NRRD")
     q.add_argument("--structures", help="TotalSegmentator folder, label map, .seg.nrrd, DICOM SEG or RTSTRUCT "
                                        "(default: automatic segmentation of the CT)")
-    t = q.add_mutually_exclusive_group(required=True)
-    t.add_argument("--target", help="target point X,Y,Z in LPS mm (e.g. -82,82,-8)")
-    t.add_argument("--target-label", help="name of the target structure in the structure set")
-    t.add_argument("--seed", help="a point X,Y,Z (LPS mm) inside a lesion to segment and target")
+    q.add_argument("--target", action=_TargetAction, dest="targets", const="point", default=[],
+                   help="target point X,Y,Z in LPS mm (e.g. -82,82,-8); repeat the target options for several "
+                        "targets in one plan (kept in the order given)")
+    q.add_argument("--target-label", action=_TargetAction, dest="targets", const="label", default=[],
+                   help="name of the target structure in the structure set")
+    q.add_argument("--seed", action=_TargetAction, dest="targets", const="seed", default=[],
+                   help="a point X,Y,Z (LPS mm) inside a lesion to segment and target")
+    q.add_argument("--target-joint", action=_TargetAction, dest="targets", const="joint", default=[],
+                   help="a joint target found from the segmented bones: hip_left, hip_right (anterior femoral "
+                        "head-neck junction), knee_recess_left, knee_recess_right (suprapatellar recess)")
     q.add_argument("--procedure", required=True, help="procedure preset id (see planner procedures)")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
     q.add_argument("--n", type=int, default=5, help="number of distinct trajectories to keep (default 5)")
+    q.add_argument("--modality", choices=["CT", "MR"], default="CT",
+                   help="modality of the scan given with --ct (default CT; MR needs --structures)")
+    q.add_argument("--approach", help="the preset's approach (see planner procedures; default its first)")
+    q.add_argument("--side", choices=["left", "right"],
+                   help="side of the target, for lateral and medial approaches (default: from its label)")
+    q.add_argument("--dicom", action="store_true",
+                   help="also write the report (Encapsulated PDF) and key images (Secondary Capture) as DICOM in "
+                        "the CT's study, into OUT/dicom")
+    q.add_argument("--anonymize", action="store_true",
+                   help="leave no patient identifier in any output (DICOM PS3.15 basic profile for DICOM objects)")
     q.set_defaults(func=cmd_plan)
+
+    q = sub.add_parser("review", help="check a plan against its scan (series UID, voxel hash) and re-verify it")
+    q.add_argument("dir", help="plan folder (holds plan.json and structures.seg.nrrd)")
+    q.add_argument("--ct", required=True, help="the scan: DICOM folder or file, NIfTI or NRRD")
+    q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    q.add_argument("--no-window", action="store_true", help="only check; do not open the viewer")
+    q.set_defaults(func=cmd_review)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
     q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT)")
@@ -299,6 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("procedures", help="list the procedure presets")
     q.set_defaults(func=cmd_procedures)
+
+    q = sub.add_parser("view", help="review a plan folder in the interactive 3D viewer")
+    q.add_argument("dir", help="plan folder written by planner plan (plan.json, structures.seg.nrrd, risk_map.npz)")
+    q.add_argument("--room", action="store_true", help="procedure-room mode: the chosen plan only, large type")
+    q.add_argument("--offscreen", action="store_true", help="build the viewer without a window and write a screenshot")
+    q.add_argument("--screenshot", help="PNG to write with --offscreen (default DIR/images/viewer.png)")
+    q.add_argument("--size", default="1500x900", help="window size WIDTHxHEIGHT (default 1500x900)")
+    q.add_argument("--ct", help="the CT, when plan.json's image.source no longer points to it")
+    q.set_defaults(func=cmd_view)
 
     q = sub.add_parser("demo", help="run the embedded demo cases into out/demo/")
     q.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
