@@ -407,7 +407,7 @@ OVERLAY_COLOURS = {
     "vertebrae": (255, 40, 40), "ribs_left": (255, 0, 255), "ribs_right": (0, 230, 255), "sternum": (255, 140, 0),
     "scapula_left": (40, 40, 255), "scapula_right": (0, 140, 0), "clavicula_left": (150, 0, 255),
     "clavicula_right": (160, 255, 0), "hip_left": (200, 120, 60), "hip_right": (120, 200, 60),
-    "lung_vessels": (230, 0, 0), "emphysema": (20, 20, 20), "lung_fissures": (255, 0, 180), "lesion": (0, 255, 0),
+    "lung_vessels": (230, 0, 0), "heart": (255, 90, 90), "aorta": (255, 255, 255), "emphysema": (20, 20, 20), "lung_fissures": (255, 0, 180), "lesion": (0, 255, 0),
 }
 
 

@@ -20,6 +20,7 @@ from . import fissures as _fis
 from . import bones as _bones
 from . import lungs as _lungs
 from . import lungtexture as _tex
+from . import mediastinum as _med
 from .grid import WorkGrid, bbox
 
 #: Working grid voxel sizes (mm): body and table on a coarse grid, the rest on a finer one.
@@ -34,6 +35,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "bones": ("bone", "vertebrae", "ribs_left", "ribs_right", "sternum", "scapula_left", "scapula_right",
               "clavicula_left", "clavicula_right", "hip_left", "hip_right"),
     "lung_vessels": ("lung_vessels",),
+    "heart": ("heart", "aorta"),
     "emphysema": ("emphysema",),
     "fissures": ("lung_fissures",),
     "lobes": _fis.LOBES_LEFT + _fis.LOBES_RIGHT,
@@ -140,7 +142,7 @@ class _Run:
     def bone_parts(self) -> Iterator[tuple[str, np.ndarray]]:
         """``("bone", union)`` then each named part, one CT-grid mask at a time."""
         bw = self._work_of_body()
-        bone_w = _bones.bone_work(self.hu, bw, self.g)
+        bone_w = self.bone_work()
         bone = _body.refine_to_ct(bone_w, self.g, self.hu_full > _bones.BONE_EDGE_FULL_HU) & self.body()
         yield "bone", bone
         parts = _bones.split_bone(bone_w, bw, self.lung_union_work(), self.g)
@@ -158,6 +160,33 @@ class _Run:
             if box is not None and parts[name].any():
                 m[box] = bone[box] & (full_labels == i)
             yield name, m
+
+    def bone_work(self) -> np.ndarray:
+        if "bone" not in self.work:
+            self.work["bone"] = _bones.bone_work(self.hu, self._work_of_body(), self.g)
+        return self.work["bone"]
+
+    def heart_aorta(self) -> tuple[np.ndarray, np.ndarray]:
+        """Heart and descending aorta (found by shape; empty, with a note, where not found)."""
+        if "heart" not in self.full:
+            bone_w = self.bone_work()
+            spine = _bones.spine_centre(bone_w, self._work_of_body(), self.g)
+            self.lungs()
+            if "airway_all" not in self.work:
+                tr, br = self.airways()
+                self.work["airway_all"] = self.g.down(tr | br, "any")
+            heart, note_h = _med.heart_work(self.hu, self._work_of("lung_left"), self._work_of("lung_right"),
+                                            bone_w, self.work["airway_all"], spine, self.g)
+            aorta, note_a = _med.aorta_work(self.hu, bone_w, spine, self.g, heart, self._work_of_body())
+            heart &= ~aorta
+            soft = self.hu_full > _med.SOFT_LOW_HU
+            self.full["heart"] = _body.refine_to_ct(heart, self.g, soft)
+            self.full["aorta"] = _body.refine_to_ct(aorta, self.g, soft) & ~self.full["heart"]
+            self.notes.extend(n for n in (note_h, note_a) if n)
+            if aorta.any():
+                self.notes.append("aorta: only the descending aorta is found automatically (not the arch, "
+                                  "the ascending aorta or the pulmonary trunk): import them to plan near the hila")
+        return self.full["heart"], self.full["aorta"]
 
     def vessels(self) -> np.ndarray:
         if "lung_vessels" not in self.full:
@@ -345,7 +374,8 @@ def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str]
     progress : callable, optional
         ``progress(done, total, what)``, called before each step and once at the end.
     parts : iterable of str, optional
-        Subset of ``PARTS`` (body, airways, lungs, bones, lung_vessels, emphysema, fissures,
+        Subset of ``PARTS`` (body, airways, lungs, bones, heart (heart and descending aorta),
+        lung_vessels, emphysema, fissures,
         lobes: only those of lungs whose fissures are found credibly);
         all when None. Steps the chosen ones need run too, but add nothing.
     """
@@ -369,6 +399,8 @@ def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str]
             masks = zip(("lung_left", "lung_right"), run.lungs())
         elif step == "bones":
             masks = run.bone_parts()  # one at a time: eleven CT-grid masks at once weigh 400 MB
+        elif step == "heart":
+            masks = zip(("heart", "aorta"), run.heart_aorta())
         elif step == "lung_vessels":
             masks = [("lung_vessels", run.vessels())]
         elif step == "emphysema":
