@@ -134,3 +134,18 @@ def test_skin_voxels_are_the_eroded_boundary_with_the_scan_edge_as_body():
     inside = np.all((expected >= (5, 5, 5)) & (expected < (25, 35, 30)), axis=1) & \
         ~np.all((expected >= (10, 10, 10)) & (expected < (20, 20, 20)), axis=1)
     assert sorted(map(tuple, part)) == sorted(map(tuple, expected[inside]))
+
+
+def test_pooled_blocks_are_set_when_any_voxel_is():
+    """The pooled mask the distance fields are built on never loses a voxel, partial blocks included."""
+    from planner.planning import fields as F
+
+    rng = np.random.default_rng(3)
+    for shape, f in (((7, 9, 10), (2, 2, 1)), ((5, 6, 7), (1, 3, 2)), ((4, 4, 4), (1, 1, 1))):
+        m = rng.random(shape) > 0.9
+        got = F.pool_any(m, np.array(f))
+        fi, fj, fk = f
+        ref = np.zeros(tuple(-(-n // q) for n, q in zip(shape, (fk, fj, fi))), bool)
+        for k, j, i in np.argwhere(m):
+            ref[k // fk, j // fj, i // fi] = True
+        assert np.array_equal(got, ref)

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 try:  # numba makes the per-candidate marching fast; the same code runs (slowly) without it
-    from numba import njit
+    from numba import njit, prange
 except ImportError:  # pragma: no cover
     def njit(*args, **kwargs):  # type: ignore[no-redef]
         def wrap(f):
             return f
         return wrap(args[0]) if args and callable(args[0]) else wrap
+
+    prange = range
 
 BIG = np.float32(1e4)  # "no structure of this kind in reach", mm
 
@@ -94,8 +96,14 @@ def pool_any(mask: np.ndarray, f_ijk: np.ndarray) -> np.ndarray:
     nk, nj, ni = mask.shape
     pad = ((0, -nk % fk), (0, -nj % fj), (0, -ni % fi))
     m = np.pad(mask, pad) if any(p[1] for p in pad) else mask
-    m = m.reshape(m.shape[0] // fk, fk, m.shape[1] // fj, fj, m.shape[2] // fi, fi)
-    return m.any(axis=(1, 3, 5))
+    # OR of strided views: an order of magnitude faster than any() over reshaped block axes
+    out = m[::fk, ::fj, ::fi].copy()
+    for dk in range(fk):
+        for dj in range(fj):
+            for di in range(fi):
+                if dk or dj or di:
+                    out |= m[dk::fk, dj::fj, di::fi]
+    return out
 
 
 def cell_slack(f_ijk: np.ndarray, spacing_ijk: np.ndarray) -> float:
@@ -169,7 +177,7 @@ def upper_bound(field, sp, x, y, z):  # pragma: no cover - compiled
     return best
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def march_clearance(fields, margins, sp, starts, ends, step_mm, need, cell):  # pragma: no cover - compiled
     """Check straight paths against every field, from the entry to the tip.
 
@@ -219,7 +227,7 @@ def march_clearance(fields, margins, sp, starts, ends, step_mm, need, cell):  # 
     unc_lo = np.full((n, g), np.inf)
     unc_hi = np.full((n, g), -np.inf)
     fail_at = np.full(n, np.nan)
-    for c in range(n):
+    for c in prange(n):  # candidates are independent: one per thread
         dx = (ends[c, 0] - starts[c, 0]) * sp[0]
         dy = (ends[c, 1] - starts[c, 1]) * sp[1]
         dz = (ends[c, 2] - starts[c, 2]) * sp[2]
@@ -257,7 +265,7 @@ def march_clearance(fields, margins, sp, starts, ends, step_mm, need, cell):  # 
     return fail_rule, uncertain, min_clear, unc_lo, unc_hi, fail_at
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def nearest_member(labels, points, sp, radius_mm):  # pragma: no cover - compiled
     """The label (1..255) of the voxel centre nearest to each point within ``radius_mm``; 0 if none.
 
@@ -268,7 +276,7 @@ def nearest_member(labels, points, sp, radius_mm):  # pragma: no cover - compile
     ri = int(np.ceil(radius_mm / sp[0]))
     rj = int(np.ceil(radius_mm / sp[1]))
     rk = int(np.ceil(radius_mm / sp[2]))
-    for c in range(points.shape[0]):
+    for c in prange(points.shape[0]):
         x, y, z = points[c, 0], points[c, 1], points[c, 2]
         i0 = int(np.rint(x))
         j0 = int(np.rint(y))
