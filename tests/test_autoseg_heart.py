@@ -71,10 +71,28 @@ def test_demo_thorax_heart_and_aorta_match_the_truth(demo_thorax):
     assert auto["heart"].cls.value == "organ" and auto["aorta"].cls.value == "vessel"
 
 
+GREAT_VESSELS = ("superior_vena_cava", "brachiocephalic_vein_left", "brachiocephalic_vein_right", "pulmonary_artery",
+                 "brachiocephalic_trunk", "common_carotid_artery_left", "subclavian_artery_left", "aorta")
+
+
+def test_demo_thorax_great_vessels_are_kept_off(demo_thorax):
+    """What a needle must not reach in the mediastinum is covered by some automatic structure
+    it is kept off (heart, aorta, mediastinal vessels), and what is called a vessel mostly is one."""
+    ct, auto, truth = demo_thorax
+    vessels = truth.union(list(GREAT_VESSELS))
+    med = auto.mask("mediastinal_vessels")
+    assert auto["mediastinal_vessels"].cls.value == "vessel"
+    covered = auto.mask("heart") | auto.mask("aorta") | med
+    recall = np.count_nonzero(vessels & covered) / np.count_nonzero(vessels)
+    p = precision_near(med, truth.union(list(GREAT_VESSELS) + ["esophagus"]))
+    print(f"demo thorax: great vessels covered {recall:.3f}; mediastinal vessels on a vessel or the oesophagus {p:.3f}")
+    assert recall >= 0.75 and p >= 0.55
+
+
 def test_knee_has_no_heart_and_says_nothing_about_it():
     ct = load_image(DEMO_KNEE / "ct")
     sset = segment_ct(ct, parts=["heart"])
-    assert "heart" not in sset and "aorta" not in sset
+    assert "heart" not in sset and "aorta" not in sset and "mediastinal_vessels" not in sset
     assert not [n for n in sset.notes if "heart" in n or "aorta" in n], "no chest in a knee scan: nothing to note"
 
 
@@ -106,3 +124,13 @@ def test_chest_heart_and_descending_aorta(chest_segmented):
     lungs = sset.mask("lung_left") | sset.mask("lung_right")
     assert not (sset.mask("heart") & lungs).any() and not (sset.mask("aorta") & lungs).any()
     assert not (sset.mask("heart") & sset.mask("bone")).any()
+    # the great vessels above the heart, outlined by mediastinal fat, are found too
+    med = sset.mask("mediastinal_vessels")
+    med_pts = lps_of(ct, med)
+    assert np.count_nonzero(med) * float(np.prod(ct.spacing)) / 1000.0 >= 50.0
+    assert med_pts[:, 2].max() > heart_top(ct, sset) + 30.0, "they reach well above the heart"
+    assert not (med & lungs).any() and not (med & sset.mask("trachea")).any()
+
+
+def heart_top(ct, sset) -> float:
+    return float(lps_of(ct, sset.mask("heart"))[:, 2].max())

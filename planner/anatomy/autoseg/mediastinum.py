@@ -54,6 +54,10 @@ AORTA_LEFT_MM = (-5.0, 40.0)
 AORTA_ANTERIOR_MM = (12.0, 60.0)
 #: Narrowest body cross-section (left-right, mm) searched for an aorta: a trunk, not a limb.
 TRUNK_MIN_WIDTH_MM = 180.0
+#: Mediastinal vessels: disc radius (mm), least share of free rim, shortest column (mm).
+MED_VESSEL_RADIUS_MM = (4.0, 20.0)
+MED_VESSEL_RIM_FREE = 0.5
+MED_VESSEL_MIN_LENGTH_MM = 20.0
 #: Least share of the ring just outside the disc that must be free of soft tissue.
 AORTA_RIM_FREE = 0.4
 #: Largest move of the centre between neighbouring slices (mm per mm along the body axis).
@@ -62,17 +66,27 @@ AORTA_MAX_SLOPE = 1.0
 AORTA_MIN_RUN_MM = 40.0
 
 
-def _soft_tissue(hu: np.ndarray, bone: np.ndarray, sp) -> np.ndarray:
+def soft_tissue(hu: np.ndarray, bone: np.ndarray, sp) -> np.ndarray:
+    """Soft tissue after a light smoothing, 2 mm clear of bone (compute once, pass to the steps)."""
     smooth = ndi.uniform_filter(hu.astype(np.float32), size=3)
     return (smooth > SOFT_LOW_HU) & (smooth < SOFT_HIGH_HU) & ~dilate(bone, 2.0, sp)
+
+
+def _hull(mask2d: np.ndarray) -> np.ndarray:
+    """Convex hull of a 2D mask, computed on its bounding box only."""
+    out = np.zeros(mask2d.shape, bool)
+    box = bbox(mask2d)
+    if box is not None:
+        out[box] = convex_hull_image(mask2d[box])
+    return out
 
 
 def between_lungs(left: np.ndarray, right: np.ndarray, wall: np.ndarray | None = None,
                   spine_p: np.ndarray | None = None, sp=(1.0, 1.0, 1.0)) -> np.ndarray:
     """Voxels whose nearest lung in their own row is the right lung on their right and the left
     lung on their left (and not lung themselves), and those in front of them up to ``wall``
-    (the bony chest wall: the heart often reaches further forward than the lungs), all inside
-    the convex hull of the lungs and the wall in their slice. The forward extension is made
+    (the bony chest wall, when given: the heart often reaches further forward than the lungs),
+    all inside the convex hull of the lungs (and the wall) in their slice. The forward extension is made
     only in columns where the between-lungs tissue already reaches FRONT_MIN_MM in front of
     the vertebral body centre (``spine_p``, per slice; ``sp`` the voxel size), and by at most
     FRONT_MAX_MM: the heart, not the posterior mediastinum above the liver and stomach.
@@ -94,13 +108,15 @@ def between_lungs(left: np.ndarray, right: np.ndarray, wall: np.ndarray | None =
         mid = (right_side == 1) & (left_side == 2) & ~lungs
         if not mid.any():
             continue
-        shell = lungs if wall is None else lungs | wall[s]
+        if wall is None:
+            out[s] = mid & _hull(lungs)
+            continue
         top = np.where(mid.any(axis=0), mid.argmax(axis=0), -1)[None, :]
         front = (rows < top) & (rows >= top - FRONT_MAX_MM / sp[1])
         if spine_p is not None:
             ref = spine_p[s] if not np.isnan(spine_p[s]) else np.inf
             front &= (ref - top) * sp[1] >= FRONT_MIN_MM
-        out[s] = (mid | front) & convex_hull_image(shell) & ~lungs
+        out[s] = (mid | front) & _hull(lungs | wall[s]) & ~lungs
     return out
 
 
@@ -115,8 +131,9 @@ def _below(lung: np.ndarray, tissue: np.ndarray, step_mm: float) -> np.ndarray:
 
 
 def heart_work(hu: np.ndarray, left: np.ndarray, right: np.ndarray, bone: np.ndarray, airway: np.ndarray,
-               spine: np.ndarray, grid: WorkGrid) -> tuple[np.ndarray, str | None]:
-    """``(heart, note)`` on the working grid; an empty mask and the reason when not found."""
+               spine: np.ndarray, grid: WorkGrid, soft: np.ndarray | None = None) -> tuple[np.ndarray, str | None]:
+    """``(heart, note)`` on the working grid; an empty mask and the reason when not found.
+    ``soft``: :func:`soft_tissue` of the scan, when already computed."""
     sp = grid.spacing_spl
     empty = np.zeros(hu.shape, bool)
     if not (left.any() and right.any()):
@@ -124,7 +141,7 @@ def heart_work(hu: np.ndarray, left: np.ndarray, right: np.ndarray, bone: np.nda
     lungs = left | right
     wall = bone & (edt.edt(np.ascontiguousarray(~lungs), anisotropy=tuple(float(x) for x in sp), parallel=2)
                    <= WALL_MM)
-    medi = between_lungs(left, right, wall, spine[:, 0], sp) & _soft_tissue(hu, bone, sp) & ~dilate(airway, 3.0, sp)
+    medi = between_lungs(left, right, wall, spine[:, 0], sp) & (soft_tissue(hu, bone, sp) if soft is None else soft) & ~dilate(airway, 3.0, sp)
     # in front of the vertebral body
     pp = np.arange(hu.shape[1])[None, :, None]
     front = np.where(np.isnan(spine[:, 0]), np.inf, spine[:, 0] - 10.0 / sp[1])[:, None, None]
@@ -133,8 +150,10 @@ def heart_work(hu: np.ndarray, left: np.ndarray, right: np.ndarray, bone: np.nda
     if not core.any():
         return empty, "heart not found: no soft tissue between the lungs wide enough for a heart"
     core = largest_component(core)
-    region = ndi.binary_dilation(core, ndi.generate_binary_structure(3, 1),
-                                 iterations=int(np.ceil(HEART_CORE_MM / float(sp.min()))) + 1, mask=medi)
+    it = int(np.ceil(HEART_CORE_MM / float(sp.min()))) + 1
+    region = np.zeros(core.shape, bool)
+    cb = bbox(core, it + 1)
+    region[cb] = ndi.binary_dilation(core[cb], ndi.generate_binary_structure(3, 1), iterations=it, mask=medi[cb])
     # The liver dome bulges up into the right lung's base and can touch the heart's underside
     # across the diaphragm. Its tissue has the right lung straight above it; the heart's core
     # has not. Split the region between those two kinds of seed (watershed of the distance to
@@ -246,7 +265,8 @@ def _track(cands: list[np.ndarray], sp) -> np.ndarray:
 
 
 def aorta_work(hu: np.ndarray, bone: np.ndarray, spine: np.ndarray, grid: WorkGrid,
-               heart: np.ndarray | None = None, body: np.ndarray | None = None) -> tuple[np.ndarray, str | None]:
+               heart: np.ndarray | None = None, body: np.ndarray | None = None,
+               soft: np.ndarray | None = None) -> tuple[np.ndarray, str | None]:
     """``(descending aorta, note)`` on the working grid (``heart``: left out of the search;
     ``body``: slices narrower than a trunk, TRUNK_MIN_WIDTH_MM, are not searched, so that a
     femur in a knee scan is not taken for a vertebra)."""
@@ -258,7 +278,7 @@ def aorta_work(hu: np.ndarray, bone: np.ndarray, spine: np.ndarray, grid: WorkGr
         spine = np.where((width * sp[2] >= TRUNK_MIN_WIDTH_MM)[:, None], spine, np.nan)
     if np.isnan(spine[:, 0]).all():
         return empty, None  # no spine in the scan (a limb): no aorta to find
-    soft = _soft_tissue(hu, bone, sp)
+    soft = soft_tissue(hu, bone, sp) if soft is None else soft.copy()
     if heart is not None and heart.any():
         soft &= ~dilate(heart, 2.0, sp)
     track = _track(_aorta_candidates(soft, spine, sp), sp)
@@ -272,3 +292,52 @@ def aorta_work(hu: np.ndarray, bone: np.ndarray, spine: np.ndarray, grid: WorkGr
         disc = ((pp - p) * sp[1]) ** 2 + ((ll - l) * sp[2]) ** 2 <= (r + 0.5 * float(sp[1:].mean())) ** 2
         out[s] = disc & (hu[s] > SOFT_LOW_HU)
     return out, None
+
+
+def mediastinal_vessels_work(hu: np.ndarray, left: np.ndarray, right: np.ndarray, bone: np.ndarray,
+                             airway: np.ndarray, spine: np.ndarray, grid: WorkGrid,
+                             exclude: np.ndarray | None = None, soft: np.ndarray | None = None) -> np.ndarray:
+    """Round soft-tissue columns between the lungs: the great vessels above the heart (superior
+    vena cava, ascending aorta, pulmonary trunk and arteries, brachiocephalic and subclavian
+    vessels), which mediastinal fat outlines even without contrast.
+
+    Per axial slice, every disc of soft tissue of MED_VESSEL_RADIUS_MM whose rim is mostly fat,
+    lung or air (a local maximum of the in-plane distance to the tissue's edge); discs that
+    stack into a column at least MED_VESSEL_MIN_LENGTH_MM long are kept (a lymph node is
+    shorter). The oesophagus, when it holds no air, is such a column too: it is kept, as it
+    must be avoided as well. ``exclude`` (heart, aorta already found) is left out.
+    """
+    sp = grid.spacing_spl
+    out = np.zeros(hu.shape, bool)
+    if not (left.any() and right.any()):
+        return out
+    # between the lungs proper (not the chest wall in front of them), in front of the spine
+    pp3 = np.arange(hu.shape[1])[None, :, None]
+    front_of_spine = np.where(np.isnan(spine[:, 0]), np.inf, spine[:, 0] - 10.0 / sp[1])[:, None, None]
+    soft = ((soft_tissue(hu, bone, sp) if soft is None else soft) & between_lungs(left, right)
+            & (pp3 < front_of_spine) & ~dilate(airway, 2.0, sp))
+    if exclude is not None and exclude.any():
+        soft &= ~exclude
+    pp = np.arange(hu.shape[1])[:, None]
+    ll = np.arange(hu.shape[2])[None, :]
+    lo, hi = MED_VESSEL_RADIUS_MM
+    size = (max(3, int(2 * lo / sp[1]) | 1), max(3, int(2 * lo / sp[2]) | 1))
+    for s in np.flatnonzero(soft.any(axis=(1, 2))):
+        sl = soft[s]
+        d = edt.edt(np.ascontiguousarray(sl), anisotropy=(float(sp[1]), float(sp[2])))
+        peak = (d >= ndi.maximum_filter(d, size=size)) & (d >= lo) & (d <= hi)
+        for p, l in zip(*np.nonzero(peak)):
+            r = float(d[p, l])
+            if _rim_free(sl, p, l, r, sp) < MED_VESSEL_RIM_FREE:
+                continue
+            disc = ((pp - p) * sp[1]) ** 2 + ((ll - l) * sp[2]) ** 2 <= (r + 0.5 * float(sp[1:].mean())) ** 2
+            out[s] |= disc & sl
+    lab, n = ndi.label(out)
+    if n:
+        objs = ndi.find_objects(lab)
+        keep = np.zeros(n + 1, bool)
+        for i, o in enumerate(objs, start=1):
+            keep[i] = (o[0].stop - o[0].start) * sp[0] >= MED_VESSEL_MIN_LENGTH_MM
+        out = keep[lab]
+    return out
+

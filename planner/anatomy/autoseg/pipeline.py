@@ -35,7 +35,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "bones": ("bone", "vertebrae", "ribs_left", "ribs_right", "sternum", "scapula_left", "scapula_right",
               "clavicula_left", "clavicula_right", "hip_left", "hip_right"),
     "lung_vessels": ("lung_vessels",),
-    "heart": ("heart", "aorta"),
+    "heart": ("heart", "aorta", "mediastinal_vessels"),
     "emphysema": ("emphysema",),
     "fissures": ("lung_fissures",),
     "lobes": _fis.LOBES_LEFT + _fis.LOBES_RIGHT,
@@ -43,6 +43,7 @@ PARTS: dict[str, tuple[str, ...]] = {
 
 #: Classes of the names that ``structures.tsv`` may not list yet.
 _CLASSES = {"bone": "bone", "ribs_left": "bone", "ribs_right": "bone",
+            "mediastinal_vessels": "vessel",
             **{n: "lobe" for n in _fis.LOBES_LEFT + _fis.LOBES_RIGHT}}
 
 Progress = Callable[[int, int, str], None]
@@ -166,8 +167,9 @@ class _Run:
             self.work["bone"] = _bones.bone_work(self.hu, self._work_of_body(), self.g)
         return self.work["bone"]
 
-    def heart_aorta(self) -> tuple[np.ndarray, np.ndarray]:
-        """Heart and descending aorta (found by shape; empty, with a note, where not found)."""
+    def heart_aorta(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Heart, descending aorta and the other great vessels between the lungs (found by
+        shape; empty, with a note, where not found)."""
         if "heart" not in self.full:
             bone_w = self.bone_work()
             spine = _bones.spine_centre(bone_w, self._work_of_body(), self.g)
@@ -175,18 +177,31 @@ class _Run:
             if "airway_all" not in self.work:
                 tr, br = self.airways()
                 self.work["airway_all"] = self.g.down(tr | br, "any")
+            soft_w = _med.soft_tissue(self.hu, bone_w, self.g.spacing_spl)
             heart, note_h = _med.heart_work(self.hu, self._work_of("lung_left"), self._work_of("lung_right"),
-                                            bone_w, self.work["airway_all"], spine, self.g)
-            aorta, note_a = _med.aorta_work(self.hu, bone_w, spine, self.g, heart, self._work_of_body())
+                                            bone_w, self.work["airway_all"], spine, self.g, soft=soft_w)
+            aorta, note_a = _med.aorta_work(self.hu, bone_w, spine, self.g, heart, self._work_of_body(), soft=soft_w)
             heart &= ~aorta
-            soft = self.hu_full > _med.SOFT_LOW_HU
-            self.full["heart"] = _body.refine_to_ct(heart, self.g, soft)
-            self.full["aorta"] = _body.refine_to_ct(aorta, self.g, soft) & ~self.full["heart"]
+            others = _med.mediastinal_vessels_work(
+                self.hu, self._work_of("lung_left"), self._work_of("lung_right"), bone_w, self.work["airway_all"],
+                spine, self.g, exclude=_med.dilate(heart | aorta, 1.0, self.g.spacing_spl), soft=soft_w)
+            # one refinement for the three: their union's edge from the full-resolution scan,
+            # each voxel named by the working-grid label nearest it
+            lab = np.zeros(self.g.shape, np.uint8)
+            lab[others] = 3
+            lab[aorta] = 2
+            lab[heart] = 1
+            union = _body.refine_to_ct(lab > 0, self.g, self.hu_full > _med.SOFT_LOW_HU)
+            grown = ndi.grey_dilation(lab, size=(3, 3, 3))
+            full_lab = self.g.up(np.where(lab > 0, lab, grown))
+            for code, name in ((1, "heart"), (2, "aorta"), (3, "mediastinal_vessels")):
+                self.full[name] = union & (full_lab == code)
             self.notes.extend(n for n in (note_h, note_a) if n)
             if aorta.any():
-                self.notes.append("aorta: only the descending aorta is found automatically (not the arch, "
-                                  "the ascending aorta or the pulmonary trunk): import them to plan near the hila")
-        return self.full["heart"], self.full["aorta"]
+                self.notes.append("aorta: only the descending aorta is found as such; the other great vessels "
+                                  "are found only where fat outlines them (mediastinal_vessels, which may include "
+                                  "the oesophagus), the hilar vessels only in part: import them to plan near the hila")
+        return self.full["heart"], self.full["aorta"], self.full["mediastinal_vessels"]
 
     def vessels(self) -> np.ndarray:
         if "lung_vessels" not in self.full:
@@ -400,7 +415,7 @@ def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str]
         elif step == "bones":
             masks = run.bone_parts()  # one at a time: eleven CT-grid masks at once weigh 400 MB
         elif step == "heart":
-            masks = zip(("heart", "aorta"), run.heart_aorta())
+            masks = zip(("heart", "aorta", "mediastinal_vessels"), run.heart_aorta())
         elif step == "lung_vessels":
             masks = [("lung_vessels", run.vessels())]
         elif step == "emphysema":
