@@ -308,7 +308,8 @@ class Viewer:
         case = self.scene.case
         if case.plan is None or case.structures is None or self.target is None:
             raise PlannerError("re-planning needs the plan's procedure, its structures and a target")
-        preset = load_preset(str(case.plan["procedure"]))
+        approach = (case.plan.get("hard_constraints") or {}).get("approach") or {}
+        preset = load_preset(str(case.plan["procedure"]), approach.get("id"))  # the plan's own approach
         sset = case.structures
         if self._body is None:
             self._body = sset.mask("body") if "body" in sset else body_mask(case.ct)

@@ -188,3 +188,20 @@ def test_the_review_window_opens_on_a_real_x_display(plan_dir):
     assert facts["window"] == "vtkXOpenGLRenderWindow"  # a window on the display, not offscreen
     assert facts["shape"][:2] == [540, 900] and facts["mean"] > 10
     assert facts["selected"] == 2  # the key reached the viewer
+
+
+def test_replan_keeps_the_plans_approach(tmp_path):
+    """A knee injection planned from medial is re-planned from medial, not from the preset's
+    default (lateral) side."""
+    c = next(c for c in demo_cases() if c.id == "knee")
+    out = tmp_path / "knee_medial"
+    run = run_plan(c.ct, "knee-injection", out, structures=c.folder / c.info["structures"],
+                   target_label="knee_effusion_right", approach="suprapatellar-medial", n_best=3)
+    assert run.result.status == "ok"
+    v = Viewer(load_case(out), size=(600, 400))
+    v.attach_interactor()
+    _press(v, "Return")
+    paths = v.scene.case.paths
+    assert paths, v.messages
+    # right knee: medial is towards the patient's left, larger LPS x than the target
+    assert all(p.entry[0] > p.target[0] + 5.0 for p in paths), [p.entry for p in paths]
