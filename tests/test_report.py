@@ -10,10 +10,12 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 
 from planner.anatomy import load_slicer_seg
 from planner.cli.main import main
@@ -133,6 +135,26 @@ def test_pdf_pages_render_as_a4_png(plan_dir, tmp_path):
         a = np.asarray(im)
         assert a.min() < 50 and a.max() > 200  # text on paper
     assert (tmp_path / "page1.png").stat().st_size > 10_000
+
+
+def test_pdf_pages_through_pdftoppm(plan_dir, tmp_path):
+    """The PDF read by poppler's pdftoppm (an independent reader) gives one colour A4 page per
+    page, with the scene images in colour on page 2."""
+    exe = shutil.which("pdftoppm")
+    if exe is None:
+        if os.environ.get("PLANNER_REQUIRE_TOOLS") == "1":
+            pytest.fail("pdftoppm (poppler-utils) is missing but PLANNER_REQUIRE_TOOLS=1 (CI installs it)")
+        pytest.skip("pdftoppm not installed (Debian package poppler-utils); .ci/run installs it")
+    subprocess.run([exe, "-png", "-r", "50", str(plan_dir / "report.pdf"), str(tmp_path / "p")], check=True,
+                   capture_output=True, timeout=120)
+    pages = sorted(tmp_path.glob("p-*.png"))
+    assert 2 <= len(pages) <= 5
+    for page in pages:
+        im = PILImage.open(page)
+        assert abs(im.width / im.height - 595 / 842) < 0.01  # A4 portrait
+    rgb = np.asarray(PILImage.open(pages[1]).convert("RGB")).astype(int)
+    chroma = np.ptp(rgb, axis=2)
+    assert np.count_nonzero(chroma > 60) > 500, "the scene images on page 2 are in colour"
 
 
 def test_no_safe_path_report_says_why(doc, tmp_path):
