@@ -160,3 +160,40 @@ def test_chest_lobes_plausible(chest):
             frac = np.count_nonzero(sset.mask(n)) / total
             print(n, f"{frac:.0%}")
             assert 0.05 <= frac <= 0.7, (n, frac)
+
+
+def test_a_fit_other_random_draws_move_is_refused():
+    """Credibility by agreement: of three fitted surfaces, the one another fit agrees with is kept;
+    three that disagree give nothing, whatever their support."""
+    from planner.anatomy.autoseg import fissures as FI
+
+    rng = np.random.default_rng(1)
+    lung_pts = np.c_[rng.uniform(-100, -20, 4000), rng.uniform(-80, 80, 4000), rng.uniform(-80, 80, 4000)]
+
+    def plane(c, slope=0.0, support=0.3):
+        return FI.Surface(np.array([c, 0.0, slope, 0.0, 0.0, 0.0]), support, 500)
+
+    close = [plane(0.0), plane(1.5, 0.01), plane(40.0, support=0.5)]
+    best, gaps = FI._agreed(close, FI._oblique_uvw, lung_pts)
+    assert best in (0, 1) and min(gaps) <= FI.AGREE_MM
+    apart = [plane(0.0), plane(25.0), plane(-30.0)]
+    assert FI._agreed(apart, FI._oblique_uvw, lung_pts)[0] is None
+    assert FI._agreed([None, plane(0.0), None], FI._oblique_uvw, lung_pts)[0] is None
+
+
+@pytest.mark.shared_data
+def test_chest_right_oblique_fit_is_refused_because_draws_disagree(chest):
+    """On this scan the right major fissure is visible but its plate evidence is swamped by vessel
+    walls: fits of different random draws land tens of mm apart, so none is used (the left
+    lung's agree and are used)."""
+    from planner.anatomy.autoseg import fissures as FI
+    from planner.anatomy.autoseg.pipeline import _Run
+
+    ct, sset = chest
+    run = _Run(ct)
+    axes = run._axes()
+    sp = ct.spacing[::-1]
+    right = FI.fit_lung_agreed(ct.voxels, sset.mask("lung_right"), sp, ct.affine, axes, "right")
+    assert right.oblique is None and any("disagree" in n for n in right.notes), right.notes
+    left = FI.fit_lung_agreed(ct.voxels, sset.mask("lung_left"), sp, ct.affine, axes, "left")
+    assert left.oblique is not None

@@ -55,6 +55,10 @@ SUPPORT_CELL_MM = 6.0
 #: A fit is credible with at least this support and this many inliers.
 MIN_SUPPORT = 0.12
 MIN_INLIERS = 300
+#: Agreement of fits drawn with different random seeds (see ``fit_lung_agreed``).
+AGREE_SEEDS = 3
+AGREE_MIN = 2
+AGREE_MM = 4.0
 #: Plausible share of its lung for each lobe (outside these the fit is taken as wrong).
 LOBE_FRACTIONS = {
     "lung_upper_lobe_left": (0.3, 0.75), "lung_lower_lobe_left": (0.25, 0.7),
@@ -193,11 +197,13 @@ def _support(coef: np.ndarray, frame, inl_pts: np.ndarray, lung_pts: np.ndarray)
     return len(hit) / max(1, len(surf))
 
 
-def fit_lung(hu, lung, spacing, affine, axes_lps, side: str, seed: int = 0) -> tuple[LungFissures, tuple]:
-    """Fit the fissure surfaces of one lung. Returns the fits and the candidates used."""
+def fit_lung(hu, lung, spacing, affine, axes_lps, side: str, seed: int = 0,
+             candidates: tuple | None = None) -> tuple[LungFissures, tuple]:
+    """Fit the fissure surfaces of one lung. Returns the fits and the candidates used
+    (``candidates``: all of :func:`plate_candidates`, to fit them again with another seed)."""
     rng = np.random.default_rng(seed)
     out = LungFissures(side)
-    idx, nl, resp = plate_candidates(hu, lung, spacing, axes_lps)
+    idx, nl, resp = candidates if candidates is not None else plate_candidates(hu, lung, spacing, axes_lps)
     if len(idx) > MAX_POINTS:
         pick = rng.choice(len(idx), MAX_POINTS, replace=False)
         idx, nl, resp = idx[pick], nl[pick], resp[pick]
@@ -267,6 +273,61 @@ def fit_lung(hu, lung, spacing, affine, axes_lps, side: str, seed: int = 0) -> t
     else:
         out.notes.append("right minor fissure: no plane found")
     return out, cands
+
+
+def _surface_gap(a: Surface, b: Surface, frame, lung_pts: np.ndarray) -> float:
+    """Median distance (mm, across the surface) from ``a`` to ``b`` where ``a`` runs in the lung."""
+    u, v, w = frame(lung_pts)
+    t = _terms(u, v, 2)
+    wa = t @ a.coef
+    near = np.abs(w - wa) < SUPPORT_MM + 2.0
+    if not near.any():
+        return float("inf")
+    return float(np.median(np.abs(wa - t @ b.coef)[near]))
+
+
+def _agreed(surfaces: list[Surface | None], frame, lung_pts: np.ndarray) -> tuple[int | None, list[float]]:
+    """The fit that most others agree with (within AGREE_MM), if at least AGREE_MIN do (itself
+    included); and its gaps to the others."""
+    best, best_n, best_gaps = None, 0, []
+    for i, a in enumerate(surfaces):
+        if a is None:
+            continue
+        gaps = [_surface_gap(a, b, frame, lung_pts) for j, b in enumerate(surfaces) if j != i and b is not None]
+        n = 1 + sum(g <= AGREE_MM for g in gaps)
+        if n > best_n or (n == best_n and best is not None and a.support > surfaces[best].support):  # type: ignore[union-attr]
+            best, best_n, best_gaps = i, n, gaps
+    return (best if best_n >= AGREE_MIN else None), best_gaps
+
+
+def fit_lung_agreed(hu, lung, spacing, affine, axes_lps, side: str) -> LungFissures:
+    """:func:`fit_lung` with AGREE_SEEDS random draws of the same candidates. A surface is kept
+    only when at least AGREE_MIN of the fits put it within AGREE_MM of each other: a fit that
+    another random draw moves elsewhere is fitted to noise, however large its support (on a
+    noisy scan a wrong plane and a right one both reach a support near 0.3)."""
+    cands = plate_candidates(hu, lung, spacing, axes_lps)
+    fits = [fit_lung(hu, lung, spacing, affine, axes_lps, side, seed=s, candidates=cands)[0]
+            for s in range(AGREE_SEEDS)]
+    lidx = np.argwhere(lung)
+    if not len(lidx):
+        return fits[0]
+    rng = np.random.default_rng(0)
+    lung_pts = _lps(lidx[rng.choice(len(lidx), min(len(lidx), 50000), replace=False)], affine)
+    i, gaps = _agreed([f.oblique for f in fits], _oblique_uvw, lung_pts)
+    if i is None:
+        out = LungFissures(side, notes=list(fits[0].notes))
+        if any(f.oblique is not None for f in fits):
+            shown = ", ".join("inf" if not np.isfinite(g) else f"{g:.0f}" for g in gaps) or "none"
+            out.notes.append(f"{side} oblique fissure: fits of different random draws disagree "
+                             f"(median gaps {shown} mm)")
+        return out
+    out = fits[i]
+    if out.minor is not None:
+        j, gaps = _agreed([f.minor if f.oblique is not None else None for f in fits], _minor_uvw, lung_pts)
+        if j is None:
+            out.minor = None
+            out.notes.append("right minor fissure: fits of different random draws disagree")
+    return out
 
 
 # --- lobes and sheets ----------------------------------------------------------------------------

@@ -229,7 +229,7 @@ class _Run:
         if self.fits is None:
             lf, rf = self.lungs()
             sp = self.ct.spacing[::-1]
-            self.fits = {side: _fis.fit_lung(self.hu_full, m, sp, self.ct.affine, self._axes(), side)[0]
+            self.fits = {side: _fis.fit_lung_agreed(self.hu_full, m, sp, self.ct.affine, self._axes(), side)
                          for side, m in (("left", lf), ("right", rf))}
         return self.fits
 
