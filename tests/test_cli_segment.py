@@ -31,6 +31,11 @@ def test_segment_writes_one_nifti_per_structure_and_a_slicer_file_that_read_back
     for name in ("lung_left", "bone"):
         assert np.array_equal(folder.mask(name), slicer.mask(name))
     assert folder["bone"].cls == StructureClass.BONE and folder["ribs_left"].cls == StructureClass.BONE
+    # The mediastinal structures come back with the classes the planner keeps needles off by.
+    assert {"heart", "aorta", "mediastinal_vessels"} <= names
+    for got in (folder, slicer):
+        assert got["heart"].cls == StructureClass.ORGAN
+        assert got["aorta"].cls == got["mediastinal_vessels"].cls == StructureClass.VESSEL
     # Against the phantom's truth: the automatic left lung covers the true left lobes.
     truth = load_structures(case.folder / case.info["structures"], ct)
     lobes = truth.union(names=["lung_upper_lobe_left", "lung_lower_lobe_left"])
