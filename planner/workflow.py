@@ -22,7 +22,7 @@ from .errors import InputError
 from .images import Image, load_image
 from .planning import PlanResult, Preset, load_preset, plan
 from .planning.explain import describe
-from .planning.output import plan_document, write_json_atomic, write_risk_map
+from .planning.output import plan_document, target_block, write_json_atomic, write_risk_map
 
 Progress = Callable[[int, int, str], None]
 
@@ -116,7 +116,7 @@ def run_plan(
         results.append(result)
     doc = plan_document(ct, resolved[0], preset, results[0], source, sset.notes)
     if len(resolved) > 1:
-        doc["targets"] = [_target_block(t, r) for t, r in zip(resolved, results)]
+        doc["targets"] = [target_block(t, r) for t, r in zip(resolved, results)]
         failed = [t.label for t, r in zip(resolved, results) if r.status != "ok"]
         if failed:
             doc["status"] = "no_safe_path"
@@ -146,18 +146,6 @@ def _resolve_target(ct: Image, sset: StructureSet, kind: str, text: str) -> Targ
 
         return joint_target(ct, sset, str(text))
     raise InputError(f"unknown kind of target {kind!r} (point, label, seed or joint)")
-
-
-def _target_block(target: Target, result: PlanResult) -> dict[str, Any]:
-    """One target of a multi-target plan, with its own trajectories and reasons."""
-    return {
-        "target": target.to_dict(),
-        "status": result.status,
-        "trajectories": [t.to_dict() for t in result.trajectories],
-        "rejected": dict(result.rejected),
-        "n_candidates": result.n_candidates,
-        "explanation": list(result.explanation),
-    }
 
 
 def write_probe_view(image: Image, trajectory: Any, path: Path, pixel_mm: float = 0.2) -> Path:

@@ -230,11 +230,9 @@ def cmd_review(args: argparse.Namespace) -> int:
     from ..images import load_image
     from ..report.review import review_plan
 
-    plan_json = Path(args.dir) / "plan.json"
-    try:
-        modality = json.loads(plan_json.read_text(encoding="utf-8")).get("image", {}).get("modality") or "CT"
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{plan_json}: not a readable plan ({exc})") from None
+    from ..planning.output import read_plan
+
+    modality = read_plan(args.dir).get("image", {}).get("modality") or "CT"
     progress = _Progress()
     try:
         ct = load_image(args.ct, args.series, modality, progress)

@@ -13,11 +13,40 @@ import numpy as np
 
 from .. import __version__
 from ..anatomy.target import Target
+from ..errors import InputError
 from ..images import Image
 from .engine import PlanResult
 from .presets import Preset
 
 SCHEMA = "planner.plan/1"
+
+
+def target_block(target: Target, result: PlanResult) -> dict[str, Any]:
+    """What the plan says of one target: the target, its status, trajectories and reasons (the
+    top level of ``plan.json`` for the first target, an entry of ``targets`` for the others)."""
+    return {
+        "target": target.to_dict(),
+        "status": result.status,
+        "trajectories": [t.to_dict() for t in result.trajectories],
+        "rejected": dict(result.rejected),
+        "n_candidates": result.n_candidates,
+        "explanation": list(result.explanation),
+    }
+
+
+def read_plan(plan_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``plan.json`` of a plan folder, refused with a one-line :class:`InputError` when missing,
+    unreadable or not a ``planner.plan`` document."""
+    p = Path(plan_dir) / "plan.json"
+    if not p.is_file():
+        raise InputError(f"{p}: no plan.json in {plan_dir} (not a plan folder written by 'planner plan')")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p}: not a readable plan ({exc})") from None
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("planner.plan/"):
+        raise InputError(f"{p}: schema {doc.get('schema') if isinstance(doc, dict) else None!r} is not {SCHEMA}")
+    return doc
 
 
 def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult, structures_source: str,
@@ -36,12 +65,7 @@ def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult,
             "corrections": list(ct.meta.corrections),
         },
         "procedure": preset.id,
-        "target": target.to_dict(),
-        "status": result.status,
-        "trajectories": [t.to_dict() for t in result.trajectories],
-        "rejected": dict(result.rejected),
-        "n_candidates": result.n_candidates,
-        "explanation": list(result.explanation),
+        **target_block(target, result),
         "clearance_definition": "distance from the needle axis to the nearest voxel centre of a structure, mm; "
                                 "a feasible trajectory keeps at least margin + needle radius from every avoided one",
         "hard_constraints": {

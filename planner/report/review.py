@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..images import Image
+from ..planning.output import read_plan
 
 
 class ScanMismatchError(InputError):
@@ -62,19 +62,6 @@ class ReviewResult:
         out.append("verdict: " + ("all trajectories verified" if self.ok else
                                   "NO SAFE TRAJECTORY" if not self.checks else "SOME TRAJECTORIES FAIL"))
         return out
-
-
-def read_plan(plan_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    p = Path(plan_dir) / "plan.json"
-    if not p.is_file():
-        raise InputError(f"{p}: no plan.json in {plan_dir}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{p}: not a readable plan ({exc})") from None
-    if not str(doc.get("schema", "")).startswith("planner.plan/"):
-        raise InputError(f"{p}: schema {doc.get('schema')!r} is not planner.plan/1")
-    return doc  # type: ignore[no-any-return]
 
 
 def check_scan(doc: dict[str, Any], ct: Image, plan_path: str = "plan.json") -> list[str]:

@@ -6,7 +6,6 @@ CT), ``structures.seg.nrrd`` (the very structures planned against) and ``risk_ma
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,14 +134,11 @@ def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] 
     from ..anatomy.slicer_seg import load_slicer_seg
     from ..images import load_image
 
+    from ..planning.output import read_plan
+
     d = Path(plan_dir)
     pj = d / "plan.json"
-    if not pj.is_file():
-        raise InputError(f"{d}: no plan.json (not a plan folder written by 'planner plan')")
-    try:
-        plan = json.loads(pj.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{pj}: not readable JSON ({exc})") from None
+    plan = read_plan(d)
     source = ct_path if ct_path is not None else plan.get("image", {}).get("source")
     if not source:
         raise InputError(f"{pj}: image.source is empty; give the CT path")
