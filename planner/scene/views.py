@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -371,6 +371,25 @@ def _label_structures(view: View, scene: Scene, path: NeedlePath, font: int, n: 
 
 
 # --- the views ------------------------------------------------------------------------------
+def _needle_slice(scene: Scene, name: str, frame_of: Callable[[np.ndarray, np.ndarray], G.ViewFrame],
+                  half_of: Callable[[Any], float], size: tuple[int, int], rank: int, window: str | None,
+                  host: Host | None, font_scale: float, **needle: Any) -> tuple[View, Any, G.ViewFrame, int]:
+    """What the three needle views share: the CT plane of ``frame_of(entry, target)`` around the
+    trajectory ``rank``, the needle and the target drawn on it. Returns (view, path, frame, font)."""
+    path = _path(scene.case, rank)
+    f = frame_of(path.entry, path.target)
+    view = _slice_base(scene, name, f, size, half_of(path), window, host)
+    font = _font(view.canvas.size, font_scale)  # type: ignore[union-attr]
+    for a in needle_actors(path, chosen=True, **needle):
+        view.overlay.AddActor(a)
+    view.overlay.AddActor(target_actor(path.target))
+    return view, path, f, font
+
+
+def _craniocaudal_words(ang: G.NeedleAngles) -> str:
+    return f"{abs(ang.craniocaudal_deg):.1f}\u00b0 {'cranial' if ang.craniocaudal_deg > 0 else 'caudal'}"
+
+
 def planning_slice(scene: Scene, size: tuple[int, int] = (800, 600), rank: int = 1, window: str | None = None,
                    host: Host | None = None, font_scale: float = 1.0) -> View:
     """The CT in the plane of the needle closest to axial, with the needle, its angles and depth.
@@ -378,21 +397,15 @@ def planning_slice(scene: Scene, size: tuple[int, int] = (800, 600), rank: int =
     Seen from the feet with anterior up (radiological), like an axial slice tilted by the
     gantry angle the CT operator sets. The nearest structures are labelled with their clearance.
     """
-    path = _path(scene.case, rank)
-    f = G.planning_frame(path.entry, path.target)
-    half = max(1.0 * path.length_mm, 80.0)
-    view = _slice_base(scene, "planning_slice", f, size, half, window, host)
+    view, path, f, font = _needle_slice(scene, "planning_slice", G.planning_frame,
+                                        lambda p: max(1.0 * p.length_mm, 80.0), size, rank, window, host, font_scale)
     over = view.overlay
-    font = _font(view.canvas.size, font_scale)  # type: ignore[union-attr]
-    for a in needle_actors(path, chosen=True):
-        over.AddActor(a)
-    over.AddActor(target_actor(path.target))
     ang = G.needle_angles(path.entry, path.target)
     tilt = float(np.degrees(np.arccos(np.clip(abs(f.dop[2]), 0, 1))))
     lines = [
         f"Planning slice, #{path.rank}" + (" (chosen)" if path.rank == 1 else " (alternative)"),
         f"from vertical (AP): {ang.from_vertical_deg:.1f}\u00b0",
-        f"craniocaudal: {abs(ang.craniocaudal_deg):.1f}\u00b0 {'cranial' if ang.craniocaudal_deg > 0 else 'caudal'}",
+        f"craniocaudal: {_craniocaudal_words(ang)}",
         f"plane tilt from axial: {tilt:.1f}\u00b0",
         f"depth to target: {ang.depth_mm:.1f} mm",
         f"needle {path.gauge} {path.needle_length_mm:g} mm",
@@ -410,22 +423,17 @@ def planning_slice(scene: Scene, size: tuple[int, int] = (800, 600), rank: int =
 def bullseye(scene: Scene, size: tuple[int, int] = (800, 600), rank: int = 1, window: str | None = None,
              host: Host | None = None, font_scale: float = 1.0) -> View:
     """Looking down the needle: the entry ring over the target dot, on the CT plane at the target."""
-    path = _path(scene.case, rank)
-    f = G.bullseye_frame(path.entry, path.target)
-    view = _slice_base(scene, "bullseye", f, size, 40.0, window, host)
+    view, path, f, font = _needle_slice(scene, "bullseye", G.bullseye_frame, lambda p: 40.0, size, rank, window,
+                                        host, font_scale, marks=False, entry_marker=False)
     over = view.overlay
-    font = _font(view.canvas.size, font_scale)  # type: ignore[union-attr]
-    for a in needle_actors(path, chosen=True, marks=False, entry_marker=False):
-        over.AddActor(a)
-    over.AddActor(target_actor(path.target))
     over.AddActor(ring_actor(path.entry, f.dop, 4.0, 5.5, ENTRY))
     ang = G.needle_angles(path.entry, path.target)
     over.AddViewProp(text_actor(
         f"Bull's-eye, trajectory #{path.rank}\n"
         "down the needle from the skin:\nentry (cyan ring) over target (magenta)\n"
         f"CT plane at the target, {ang.depth_mm:.1f} mm deep\n"
-        f"{ang.from_vertical_deg:.1f}\u00b0 from vertical, {abs(ang.craniocaudal_deg):.1f}\u00b0 "
-        f"{'cranial' if ang.craniocaudal_deg > 0 else 'caudal'}", 0.01, 0.99, font, LABEL_COLOUR))
+        f"{ang.from_vertical_deg:.1f}\u00b0 from vertical, {_craniocaudal_words(ang)}", 0.01, 0.99, font,
+        LABEL_COLOUR))
     _add_letters(over, f, font)
     view.info.update(angles=ang, path=path)
     return view
@@ -434,15 +442,9 @@ def bullseye(scene: Scene, size: tuple[int, int] = (800, 600), rank: int = 1, wi
 def progression(scene: Scene, size: tuple[int, int] = (800, 600), rank: int = 1, window: str | None = None,
                 host: Host | None = None, font_scale: float = 1.0) -> View:
     """Perpendicular to the needle and to the planning slice: the whole path, with cm marks."""
-    path = _path(scene.case, rank)
-    f = G.progression_frame(path.entry, path.target)
-    half = max(0.75 * path.length_mm, 50.0)
-    view = _slice_base(scene, "progression", f, size, half, window, host)
+    view, path, f, font = _needle_slice(scene, "progression", G.progression_frame,
+                                        lambda p: max(0.75 * p.length_mm, 50.0), size, rank, window, host, font_scale)
     over = view.overlay
-    font = _font(view.canvas.size, font_scale)  # type: ignore[union-attr]
-    for a in needle_actors(path, chosen=True):
-        over.AddActor(a)
-    over.AddActor(target_actor(path.target))
     c = view.canvas
     assert c is not None
     marks = G.depth_marks(path.entry, path.target)
