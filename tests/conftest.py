@@ -18,6 +18,20 @@ ABDOMEN_SEG = SHARED_DATA / "abdomen-ct-totalseg" / "segmentations"
 CT3SLICE = SHARED_DATA / "dicom-seg-ct3slice"
 
 
+def require_tool(exe: str, package: str) -> str:
+    """The path of a command-line tool a test uses as an independent checker. Skipped, saying
+    which Debian package provides it, when it is missing; failed instead in CI
+    (PLANNER_REQUIRE_TOOLS=1, where .ci/run installs it)."""
+    import shutil
+
+    path = shutil.which(exe)
+    if path is None:
+        if os.environ.get("PLANNER_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"{exe} ({package}) is missing but PLANNER_REQUIRE_TOOLS=1 (CI installs it)")
+        pytest.skip(f"{exe} not installed (Debian package {package}); .ci/run installs it")
+    return path
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``shared_data`` skip with the reason when the real scans are absent.
 

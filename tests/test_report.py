@@ -7,7 +7,6 @@ its files. The numbers printed in the PDF and the HTML are compared with those i
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_tool
 from PIL import Image as PILImage
 
 from planner.anatomy import load_slicer_seg
@@ -140,11 +140,7 @@ def test_pdf_pages_render_as_a4_png(plan_dir, tmp_path):
 def test_pdf_pages_through_pdftoppm(plan_dir, tmp_path):
     """The PDF read by poppler's pdftoppm (an independent reader) gives one colour A4 page per
     page, with the scene images in colour on page 2."""
-    exe = shutil.which("pdftoppm")
-    if exe is None:
-        if os.environ.get("PLANNER_REQUIRE_TOOLS") == "1":
-            pytest.fail("pdftoppm (poppler-utils) is missing but PLANNER_REQUIRE_TOOLS=1 (CI installs it)")
-        pytest.skip("pdftoppm not installed (Debian package poppler-utils); .ci/run installs it")
+    exe = require_tool("pdftoppm", "poppler-utils")
     subprocess.run([exe, "-png", "-r", "50", str(plan_dir / "report.pdf"), str(tmp_path / "p")], check=True,
                    capture_output=True, timeout=120)
     pages = sorted(tmp_path.glob("p-*.png"))
@@ -359,14 +355,7 @@ def test_dicom_export_needs_a_dicom_ct(tmp_path, capsys):
 
 def test_dicom_objects_pass_dciodvfy(plan_dir):
     """dicom3tools' IOD verifier finds no error in any DICOM object of the report set."""
-    import shutil
-    import subprocess
-
-    exe = shutil.which("dciodvfy")
-    if exe is None:
-        if os.environ.get("PLANNER_REQUIRE_TOOLS") == "1":
-            pytest.fail("dciodvfy (dicom3tools) is missing but PLANNER_REQUIRE_TOOLS=1 (CI installs it)")
-        pytest.skip("dciodvfy not installed (Debian package dicom3tools); .ci/run installs it")
+    exe = require_tool("dciodvfy", "dicom3tools")
     files = sorted((plan_dir / "dicom").glob("*.dcm"))
     assert files
     for f in files:

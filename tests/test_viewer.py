@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require_tool
 from PIL import Image as PILImage
 
 from planner.cli.main import main
@@ -171,15 +172,10 @@ def test_the_review_window_opens_on_a_real_x_display(plan_dir):
     """On an X display (Xvfb here), the viewer opens a real window, draws into it and takes keys."""
     import json
     import os
-    import shutil
     import subprocess
     import sys
 
-    runner = shutil.which("xvfb-run")
-    if runner is None:
-        if os.environ.get("PLANNER_REQUIRE_TOOLS") == "1":
-            pytest.fail("xvfb-run (Debian package xvfb) is missing but PLANNER_REQUIRE_TOOLS=1 (CI installs it)")
-        pytest.skip("xvfb-run not installed (Debian package xvfb); .ci/run installs it")
+    runner = require_tool("xvfb-run", "xvfb")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "VTK_DEFAULT_OPENGL_WINDOW")}
     out = subprocess.run([runner, "-a", "-s", "-screen 0 1280x1024x24", sys.executable, "-c", _ON_SCREEN,
                           str(plan_dir)], capture_output=True, text=True, env=env, timeout=300, check=False)
