@@ -72,6 +72,37 @@ def soft_tissue(hu: np.ndarray, bone: np.ndarray, sp) -> np.ndarray:
     return (smooth > SOFT_LOW_HU) & (smooth < SOFT_HIGH_HU) & ~dilate(bone, 2.0, sp)
 
 
+def _in_front_of_spine(shape: tuple[int, ...], spine: np.ndarray, sp, mm: float = 10.0) -> np.ndarray:
+    """``[s, p, l]`` voxels more than ``mm`` in front of the vertebral body centre of their slice
+    (every voxel of a slice without one)."""
+    pp = np.arange(shape[1])[None, :, None]
+    front = np.where(np.isnan(spine[:, 0]), np.inf, spine[:, 0] - mm / sp[1])[:, None, None]
+    return np.broadcast_to(pp < front, shape)
+
+
+def _slice_discs(sl: np.ndarray, sp, radius_mm: tuple[float, float], rim_free: float,
+                 where: np.ndarray | None = None) -> np.ndarray:
+    """``(p, l, radius_mm)`` of the round pieces of a 2D mask: local maxima of the in-plane
+    distance to its edge with a radius in ``radius_mm``, inside ``where``, whose outer ring is
+    free of the mask for at least ``rim_free`` of its length (see :func:`_rim_free`)."""
+    lo, hi = radius_mm
+    size = (max(3, int(2 * lo / sp[1]) | 1), max(3, int(2 * lo / sp[2]) | 1))
+    d = edt.edt(np.ascontiguousarray(sl), anisotropy=(float(sp[1]), float(sp[2])))
+    peak = (d >= ndi.maximum_filter(d, size=size)) & (d >= lo) & (d <= hi)
+    if where is not None:
+        peak &= where
+    p, l = np.nonzero(peak)
+    keep = [k for k in range(len(p)) if _rim_free(sl, p[k], l[k], d[p[k], l[k]], sp) >= rim_free]
+    return np.c_[p[keep], l[keep], d[p[keep], l[keep]]].astype(float)
+
+
+def _disc(shape2d: tuple[int, int], p: float, l: float, r: float, sp) -> np.ndarray:
+    """A disc of radius ``r`` mm (plus half a voxel) around ``(p, l)`` on a slice."""
+    pp = np.arange(shape2d[0])[:, None]
+    ll = np.arange(shape2d[1])[None, :]
+    return ((pp - p) * sp[1]) ** 2 + ((ll - l) * sp[2]) ** 2 <= (r + 0.5 * float(sp[1:].mean())) ** 2
+
+
 def _hull(mask2d: np.ndarray) -> np.ndarray:
     """Convex hull of a 2D mask, computed on its bounding box only."""
     out = np.zeros(mask2d.shape, bool)
@@ -141,11 +172,9 @@ def heart_work(hu: np.ndarray, left: np.ndarray, right: np.ndarray, bone: np.nda
     lungs = left | right
     wall = bone & (edt.edt(np.ascontiguousarray(~lungs), anisotropy=tuple(float(x) for x in sp), parallel=2)
                    <= WALL_MM)
-    medi = between_lungs(left, right, wall, spine[:, 0], sp) & (soft_tissue(hu, bone, sp) if soft is None else soft) & ~dilate(airway, 3.0, sp)
-    # in front of the vertebral body
-    pp = np.arange(hu.shape[1])[None, :, None]
-    front = np.where(np.isnan(spine[:, 0]), np.inf, spine[:, 0] - 10.0 / sp[1])[:, None, None]
-    medi &= pp < front
+    soft = soft_tissue(hu, bone, sp) if soft is None else soft
+    medi = (between_lungs(left, right, wall, spine[:, 0], sp) & soft & ~dilate(airway, 3.0, sp)
+            & _in_front_of_spine(hu.shape, spine, sp))
     core = erode(medi, HEART_CORE_MM, sp)
     if not core.any():
         return empty, "heart not found: no soft tissue between the lungs wide enough for a heart"
@@ -180,28 +209,19 @@ def heart_work(hu: np.ndarray, left: np.ndarray, right: np.ndarray, bone: np.nda
 
 def _aorta_candidates(soft: np.ndarray, spine: np.ndarray, sp) -> list[np.ndarray]:
     """Per slice, the ``(p, l, radius_mm)`` of every aorta-sized disc of soft tissue beside
-    the vertebral body (local maxima of the in-plane distance to the tissue's edge)."""
-    ns = soft.shape[0]
-    out: list[np.ndarray] = [np.zeros((0, 3)) for _ in range(ns)]
+    the vertebral body (see :func:`_slice_discs`)."""
+    out: list[np.ndarray] = [np.zeros((0, 3)) for _ in range(soft.shape[0])]
     pp = np.arange(soft.shape[1])[:, None]
     ll = np.arange(soft.shape[2])[None, :]
-    size = (max(3, int(2 * AORTA_RADIUS_MM[0] / sp[1]) | 1), max(3, int(2 * AORTA_RADIUS_MM[0] / sp[2]) | 1))
-    for s in range(ns):
+    for s in range(soft.shape[0]):
         if np.isnan(spine[s, 0]):
             continue
         ant = (spine[s, 0] - pp) * sp[1]
         lat = (ll - spine[s, 1]) * sp[2]
         window = (ant >= AORTA_ANTERIOR_MM[0]) & (ant <= AORTA_ANTERIOR_MM[1]) & \
                  (lat >= AORTA_LEFT_MM[0]) & (lat <= AORTA_LEFT_MM[1])
-        sl = soft[s]
-        if not (sl & window).any():
-            continue
-        d = edt.edt(np.ascontiguousarray(sl), anisotropy=(float(sp[1]), float(sp[2])))
-        peak = (d >= ndi.maximum_filter(d, size=size)) & window & \
-               (d >= AORTA_RADIUS_MM[0]) & (d <= AORTA_RADIUS_MM[1])
-        p, l = np.nonzero(peak)
-        keep = [k for k in range(len(p)) if _rim_free(sl, p[k], l[k], d[p[k], l[k]], sp) >= AORTA_RIM_FREE]
-        out[s] = np.c_[p[keep], l[keep], d[p[keep], l[keep]]].astype(float)
+        if (soft[s] & window).any():
+            out[s] = _slice_discs(soft[s], sp, AORTA_RADIUS_MM, AORTA_RIM_FREE, window)
     return out
 
 
@@ -285,12 +305,8 @@ def aorta_work(hu: np.ndarray, bone: np.ndarray, spine: np.ndarray, grid: WorkGr
     if np.isnan(track[:, 0]).all():
         return empty, "aorta not found: no round soft-tissue column beside the spine"
     out = np.zeros(hu.shape, bool)
-    pp = np.arange(hu.shape[1])[:, None]
-    ll = np.arange(hu.shape[2])[None, :]
     for s in np.flatnonzero(~np.isnan(track[:, 0])):
-        p, l, r = track[s]
-        disc = ((pp - p) * sp[1]) ** 2 + ((ll - l) * sp[2]) ** 2 <= (r + 0.5 * float(sp[1:].mean())) ** 2
-        out[s] = disc & (hu[s] > SOFT_LOW_HU)
+        out[s] = _disc(hu.shape[1:], *track[s], sp) & (hu[s] > SOFT_LOW_HU)
     return out, None
 
 
@@ -312,26 +328,13 @@ def mediastinal_vessels_work(hu: np.ndarray, left: np.ndarray, right: np.ndarray
     if not (left.any() and right.any()):
         return out
     # between the lungs proper (not the chest wall in front of them), in front of the spine
-    pp3 = np.arange(hu.shape[1])[None, :, None]
-    front_of_spine = np.where(np.isnan(spine[:, 0]), np.inf, spine[:, 0] - 10.0 / sp[1])[:, None, None]
     soft = ((soft_tissue(hu, bone, sp) if soft is None else soft) & between_lungs(left, right)
-            & (pp3 < front_of_spine) & ~dilate(airway, 2.0, sp))
+            & _in_front_of_spine(hu.shape, spine, sp) & ~dilate(airway, 2.0, sp))
     if exclude is not None and exclude.any():
         soft &= ~exclude
-    pp = np.arange(hu.shape[1])[:, None]
-    ll = np.arange(hu.shape[2])[None, :]
-    lo, hi = MED_VESSEL_RADIUS_MM
-    size = (max(3, int(2 * lo / sp[1]) | 1), max(3, int(2 * lo / sp[2]) | 1))
     for s in np.flatnonzero(soft.any(axis=(1, 2))):
-        sl = soft[s]
-        d = edt.edt(np.ascontiguousarray(sl), anisotropy=(float(sp[1]), float(sp[2])))
-        peak = (d >= ndi.maximum_filter(d, size=size)) & (d >= lo) & (d <= hi)
-        for p, l in zip(*np.nonzero(peak)):
-            r = float(d[p, l])
-            if _rim_free(sl, p, l, r, sp) < MED_VESSEL_RIM_FREE:
-                continue
-            disc = ((pp - p) * sp[1]) ** 2 + ((ll - l) * sp[2]) ** 2 <= (r + 0.5 * float(sp[1:].mean())) ** 2
-            out[s] |= disc & sl
+        for p, l, r in _slice_discs(soft[s], sp, MED_VESSEL_RADIUS_MM, MED_VESSEL_RIM_FREE):
+            out[s] |= _disc(soft.shape[1:], p, l, r, sp) & soft[s]
     lab, n = ndi.label(out)
     if n:
         objs = ndi.find_objects(lab)

@@ -21,7 +21,7 @@ from . import bones as _bones
 from . import lungs as _lungs
 from . import lungtexture as _tex
 from . import mediastinum as _med
-from .grid import WorkGrid, bbox
+from .grid import WorkGrid, bbox, dilate
 
 #: Working grid voxel sizes (mm): body and table on a coarse grid, the rest on a finer one.
 BODY_GRID_MM = 3.0
@@ -184,7 +184,7 @@ class _Run:
             heart &= ~aorta
             others = _med.mediastinal_vessels_work(
                 self.hu, self._work_of("lung_left"), self._work_of("lung_right"), bone_w, self.work["airway_all"],
-                spine, self.g, exclude=_med.dilate(heart | aorta, 1.0, self.g.spacing_spl), soft=soft_w)
+                spine, self.g, exclude=dilate(heart | aorta, 1.0, self.g.spacing_spl), soft=soft_w)
             # one refinement for the three: their union's edge from the full-resolution scan,
             # each voxel named by the working-grid label nearest it
             lab = np.zeros(self.g.shape, np.uint8)
