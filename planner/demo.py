@@ -122,6 +122,6 @@ def _plan_case(case: DemoCase, out: Path) -> Iterator[str]:
             approach = f" ({run.preset.approach.id})" if run.preset.approach else ""
             yield (f"{case.id}: planned {procedure}{approach}: {len(run.result.trajectories)} trajectories, best depth "
                    f"{best.length_mm:.1f} mm, {best.limiting}; wrote {where / 'plan.json'}")
-        rs = write_report_set(where, run.ct, run.structures, dicom=True, target=run.target)
+        rs = write_report_set(where, run.ct, run.structures, dicom=True, target=run.target, body=run.body)
         yield f"{case.id}: wrote the report set: {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, " \
               f"{len(rs.meshes)} meshes, {len(rs.dicom)} DICOM objects"

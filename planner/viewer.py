@@ -300,7 +300,7 @@ class Viewer:
 
     def replan(self) -> Any:
         """Plan again to the current target with the plan's preset and structures (planner.planning)."""
-        from .anatomy.autoseg import body_mask
+        from .anatomy.autoseg import body_of
         from .anatomy.target import target_at_point
         from .planning import load_preset, plan, prepare
         from .planning.explain import describe
@@ -312,7 +312,7 @@ class Viewer:
         preset = load_preset(str(case.plan["procedure"]), approach.get("id"))  # the plan's own approach
         sset = case.structures
         if self._body is None:
-            self._body = sset.mask("body") if "body" in sset else body_mask(case.ct)
+            self._body = body_of(case.ct, sset)
         target = target_at_point(case.ct, self.target, label=case.target_label or "target")
         # The prepared context covers the needle's reach around its centre plus 10 mm: reuse it
         # for a target moved less than that margin, prepare anew otherwise.

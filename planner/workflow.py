@@ -14,8 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .anatomy import StructureSet, load_structures, segment_ct
-from .anatomy.autoseg import body_mask
-from .anatomy.autoseg.mr import mr_body_mask
+from .anatomy.autoseg import body_of
 from .anatomy.slicer_seg import save_slicer_seg
 from .anatomy.target import Target, parse_point, target_at_point, target_from_seed, target_from_structure
 from .errors import InputError
@@ -40,6 +39,7 @@ class PlanRun:
     out: Path
     targets: list[Target] = field(default_factory=list)
     results: list[PlanResult] = field(default_factory=list)
+    body: np.ndarray | None = None  # the body the skin came from (the report reuses it)
 
     @property
     def ok(self) -> bool:
@@ -104,10 +104,7 @@ def run_plan(
         sset.notes.append(f"MR scan: every structure comes from {source}; the automatic segmentation is "
                           "CT-specific and was not used; the skin is found from the MR signal")
     resolved = [_resolve_target(ct, sset, kind, text) for kind, text in specs]
-    if "body" in sset:
-        body = sset.mask("body")
-    else:
-        body = mr_body_mask(ct) if modality == "MR" else body_mask(ct)
+    body = body_of(ct, sset)
     results = []
     for target in resolved:
         result = plan(ct, sset, target, preset, body, n_best=n_best, side=side)
@@ -131,7 +128,7 @@ def run_plan(
         if result.trajectories and result.trajectories[0].probe is not None:
             name = "probe_plane.png" if n == 0 else f"probe_plane_{n + 1}.png"
             write_probe_view(ct, result.trajectories[0], out_dir / "images" / name)
-    return PlanRun(ct, sset, resolved[0], preset, results[0], doc, out_dir, resolved, results)
+    return PlanRun(ct, sset, resolved[0], preset, results[0], doc, out_dir, resolved, results, body)
 
 
 def _resolve_target(ct: Image, sset: StructureSet, kind: str, text: str) -> Target:

@@ -220,7 +220,7 @@ def _write_reports(run: Any, dicom: bool, anonymize: bool) -> None:
     from ..report import write_report_set
 
     rs = write_report_set(run.out, run.ct, run.structures, dicom=dicom, anonymize=anonymize,
-                          target=run.target)
+                          target=run.target, body=run.body)
     print(f"wrote {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, {len(rs.meshes)} meshes"
           + (f", {len(rs.dicom)} DICOM objects in {rs.dicom[0].parent}" if rs.dicom else "")
           + (" (de-identified)" if anonymize else ""))

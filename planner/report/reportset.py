@@ -15,7 +15,6 @@ writes, each atomically:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..anatomy.structures import StructureSet
 from ..anatomy.target import Target
 from ..errors import InputError
 from ..images import Image
-from ..planning.output import write_json_atomic
+from ..planning.output import read_plan, write_json_atomic
 from .anonymize import anonymize_plan, new_uid_map
 from .facts import report_facts
 from .html import write_html
@@ -70,7 +69,7 @@ def identify(doc: dict[str, Any], ct: Image) -> dict[str, Any]:
 
 def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: StructureSet, *,
                      dicom: bool = False, anonymize: bool = False, meshes: bool = True,
-                     target: Target | None = None, views: bool = True) -> ReportSet:
+                     target: Target | None = None, views: bool = True, body: Any = None) -> ReportSet:
     """Write the report set of the plan in ``plan_dir`` (its ``plan.json`` must exist).
 
     Parameters
@@ -92,9 +91,13 @@ def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: St
     views : bool
         Render the scene's procedure-room views (planning slice, bull's-eye, progression, 3D)
         into ``plan_dir/images`` first, so the report shows them.
+    body : array, optional
+        The body mask the plan's skin came from (``PlanRun.body``); found again when not given.
     """
+    from ..anatomy.autoseg import body_of
+
     d = Path(plan_dir)
-    doc = json.loads((d / "plan.json").read_text(encoding="utf-8"))
+    doc = read_plan(d)
     if doc.get("image", {}).get("sha256") != ct.sha256:
         raise InputError(f"{d / 'plan.json'}: was planned on another scan (voxel hash differs from the CT given)")
     ref = None
@@ -102,7 +105,7 @@ def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: St
         from .dicom_export import reference_header
 
         ref = reference_header(ct.meta.source, ct.meta.series_instance_uid)
-    body = structures.mask("body") if "body" in structures else _body(ct)
+    body = body if body is not None else body_of(ct, structures)
     identify(doc, ct)
     add_room_terms(doc, ct, body)
     uid_map = new_uid_map() if anonymize else None
@@ -127,13 +130,6 @@ def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: St
 
         rs.dicom = write_dicom(pdf, images, ref, d / "dicom", title, uid_map)
     return rs
-
-
-def _body(ct: Image) -> Any:
-    from ..anatomy.autoseg import body_mask
-    from ..anatomy.autoseg.mr import mr_body_mask
-
-    return mr_body_mask(ct) if ct.meta.modality == "MR" else body_mask(ct)
 
 
 def _render_scene_views(plan_dir: Path, ct: Image, structures: StructureSet, doc: dict[str, Any]) -> None:

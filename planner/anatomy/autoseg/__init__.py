@@ -6,6 +6,7 @@ Every step is a function of the CT (and of earlier results) returning boolean ma
 """
 
 from .lesion import lesion_measurements, segment_lesion
+from .mr import body_of
 from .pipeline import (
     PARTS,
     airway_mask,
@@ -24,6 +25,7 @@ __all__ = [
     "PARTS",
     "airway_mask",
     "body_mask",
+    "body_of",
     "bone_mask",
     "emphysema_mask",
     "fissure_mask",

@@ -37,3 +37,16 @@ def mr_body_mask(image: Image) -> np.ndarray:
         body = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(body, axis, 0)], axis=0)
         body = np.moveaxis(body, 0, axis)
     return body
+
+
+def body_of(image: Image, structures=None) -> np.ndarray:
+    """The body a plan's skin comes from: the structure set's own ``body`` when it has one,
+    else the body outline of the scan by its modality (MR signal or CT density)."""
+    if structures is not None and "body" in structures:
+        return structures.mask("body")
+    if (image.meta.modality or "").upper() == "MR":
+        return mr_body_mask(image)
+    from .pipeline import body_mask
+
+    return body_mask(image)
+
