@@ -520,10 +520,61 @@ def test_chest_ct_lung_biopsy_of_the_right_lung_mass(chest_segmented):
         assert t.entry[0] < 0  # LPS: x grows to the patient's left
         # fissures are counted, and the count is the one an independent walk along the path finds
         assert t.metrics["fissures"] == _independent_fissure_count(sset, ct, t.entry, tgt)
+        # where that lung got no lobes, the path says how much of it runs where crossings are unknown
+        for side in ("left", "right"):
+            if not any(s.name.endswith(f"_lobe_{side}") for s in sset) and f"lung_{side}" in sset:
+                walked = _lung_length_mm(sset.mask(f"lung_{side}"), ct, t.entry, tgt)
+                assert walked == 0 or t.metrics["lung_mm_fissures_unknown"] >= walked - 2.0, (t.rank, walked)
         describe(t, sset, preset, target.label, target.diameter_mm)
         assert t.limiting  # e.g. "closest: ribs_right at 4.1 mm"
     # the structures the plan saw include what it had to avoid
     assert {"ribs_right", "scapula_right", "lung_vessels", "airways"} <= {s.name for s in sset}
+
+
+def _lung_length_mm(mask, ct, entry, target, step=0.1):
+    """Length (mm) of the straight path inside ``mask``, by dense sampling."""
+    n = int(np.linalg.norm(target - entry) / step) + 1
+    pts = entry + np.linspace(0.0, 1.0, n)[:, None] * (target - entry)
+    kji = np.rint(ct.lps_to_ijk(pts)[:, ::-1]).astype(int)
+    return float(np.count_nonzero(mask[tuple(kji.T)])) * np.linalg.norm(target - entry) / (n - 1)
+
+
+def test_fissures_not_known_are_never_reported_as_none_crossed(thorax):
+    """A lung without lobes or fissures (they were not found): a path through it must not read
+    "fissures crossed: 0" as if none were there."""
+    from planner.planning.explain import describe
+    from planner.report.facts import _lung_metrics
+
+    ct, sset, body = thorax
+    preset = load_preset("lung-biopsy")
+    target = target_from_structure(ct, sset, "lung_nodule")
+    right = [s.name for s in sset if s.name.endswith("_lobe_right")]
+    unmapped = StructureSet.for_image(ct)
+    for s in sset:
+        if s.name not in right and s.cls != StructureClass.FISSURE:
+            unmapped.add(s.name, s.full(ct.shape), cls=s.cls)
+    lung_right = sset.union(names=right)
+    unmapped.add("lung_right", lung_right)  # a lung, no lobes in it
+    assert target.point[0] < 0  # the nodule is in the right lung
+
+    known = plan(ct, sset, target, preset, body)
+    unknown = plan(ct, unmapped, target, preset, body)
+    assert known.status == unknown.status == "ok"
+    tgt = np.array(target.point)
+    for t in known.trajectories:
+        describe(t, sset, preset, target.label, target.diameter_mm)
+        assert t.metrics["lung_mm_fissures_unknown"] == 0.0
+        assert not any("not known" in r for r in t.risk_factors)
+    for t in unknown.trajectories:
+        walked = _lung_length_mm(lung_right, ct, t.entry, tgt)
+        assert walked > 0
+        # the share of the path in that lung, as an independent walk measures it (one step of 1 mm)
+        assert abs(t.metrics["lung_mm_fissures_unknown"] - walked) <= 1.5, (t.rank, walked, t.metrics)
+        describe(t, unmapped, preset, target.label, target.diameter_mm)
+        assert any("fissures not known along" in r for r in t.risk_factors)
+        line = next(x for x in _lung_metrics({"metrics": t.metrics, "risk_factors": t.risk_factors})
+                    if x.startswith("fissures crossed"))
+        assert "NOT KNOWN" in line and line != "fissures crossed: 0"
 
 
 # --- 5. no safe path, and why ---------------------------------------------------------------

@@ -41,6 +41,16 @@ class Structure:
         out[self.bbox()] = self.mask
         return out
 
+    def overlaps(self, other: "Structure") -> bool:
+        """Whether the two masks share a voxel."""
+        lo = [max(a, b) for a, b in zip(self.offset, other.offset)]
+        hi = [min(a + n, b + m) for a, n, b, m in zip(self.offset, self.mask.shape, other.offset, other.mask.shape)]
+        if any(x >= y for x, y in zip(lo, hi)):
+            return False
+        a = self.mask[tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, self.offset))]
+        b = other.mask[tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, other.offset))]
+        return bool(np.any(a & b))
+
 
 class StructureSet:
     """Structures on one grid (the CT's): ``shape`` (nk, nj, ni) and ``affine`` (ijk -> LPS)."""

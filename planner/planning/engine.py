@@ -36,6 +36,7 @@ DISTINCT_ENTRY_MM = 12.0
 
 # Flags of the crop's label volume used for the soft criteria.
 IN_LUNG, IN_FISSURE, IN_EMPHYSEMA = 1, 2, 4
+FISSURES_UNKNOWN = 8  # lung whose fissures are not known (no lobes, no fissure voxels in it)
 LOBE_SHIFT = 4  # lobe index (1..7) in the high bits
 
 LUNG_CLASSES = (StructureClass.LUNG, StructureClass.LOBE, StructureClass.FISSURE, StructureClass.EMPHYSEMA)
@@ -219,6 +220,12 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
         labels[sset.mask(s.name, region=sl)] |= np.uint8(idx << LOBE_SHIFT)
     labels[lung] |= IN_LUNG
     labels[sset.union(classes=[StructureClass.FISSURE], region=sl)] |= IN_FISSURE
+    # A lung with neither lobes nor fissure voxels in it (its fissures were not found, or were
+    # not given): crossings there cannot be counted, and each path says how far it runs there.
+    mapped = [s for s in sset if s.cls in (StructureClass.LOBE, StructureClass.FISSURE)]
+    for s in sset.by_class(StructureClass.LUNG):
+        if not any(s.overlaps(m) for m in mapped):
+            labels[sset.mask(s.name, region=sl)] |= FISSURES_UNKNOWN
     emph = sset.union(classes=[StructureClass.EMPHYSEMA], region=sl)
     if not emph.any() and lung.any():
         hu = ndimage.uniform_filter(ct.voxels[sl].astype(np.float32), size=3)
@@ -481,8 +488,9 @@ def plan(
 def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.ndarray, length: np.ndarray
                    ) -> dict[str, np.ndarray]:
     n = len(entries)
-    out = {k: np.zeros(n) for k in ("length_mm", "lung_mm", "pleura_crossings", "fissures", "emphysema_mm",
-                                    "pleura_angle_deg", "vessel_near_mm")}
+    out = {k: np.zeros(n) for k in ("length_mm", "lung_mm", "pleura_crossings", "fissures",
+                                    "lung_mm_fissures_unknown", "emphysema_mm", "pleura_angle_deg",
+                                    "vessel_near_mm")}
     out["length_mm"] = length.astype(float)
     if n == 0:
         return out
@@ -506,6 +514,7 @@ def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.nd
     fm = ((lab & IN_FISSURE) > 0) & valid & (lobe == 0)
     fis += (fm[:, 1:] & ~fm[:, :-1]).sum(axis=1) + fm[:, 0]
     out["fissures"] = fis
+    out["lung_mm_fissures_unknown"] = (((lab & FISSURES_UNKNOWN) > 0) & lung).sum(axis=1) * h
     if ctx.vessel_field is not None:  # on the pooled grid of the fields (a soft criterion)
         vlab = F.march_labels((ctx.vessel_field < NEAR_VESSEL_MM).astype(np.uint8), F.to_pooled(starts, ctx.pool),
                               F.to_pooled(ends, ctx.pool), ctx.field_spacing, SOFT_STEP_MM)

@@ -82,6 +82,9 @@ def lung_risk_factors(traj: Trajectory, target_diameter_mm: float | None) -> lis
         out.append("lesion 3 cm or more from the pleura along the needle (OR 2.38)")
     if m.get("fissures", 0) >= 1:
         out.append(f"fissure crossed: {int(m['fissures'])} (OR 3.75)")
+    if m.get("lung_mm_fissures_unknown", 0) > 0:
+        out.append(f"fissures not known along {m['lung_mm_fissures_unknown']:.0f} mm of lung (its fissures were "
+                   "not found): crossings there are not counted")
     if m.get("emphysema_mm", 0) > 0:
         out.append(f"emphysema/bulla crossed: {m['emphysema_mm']:.0f} mm below -950 HU (bulla crossed OR 6.13)")
     if m.get("pleura_crossings", 0) > 1:

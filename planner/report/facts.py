@@ -243,10 +243,20 @@ def _lung_metrics(t: dict[str, Any]) -> list[str]:
     listed = any(str(r).startswith("aerated lung crossed") for r in t.get("risk_factors", []))
     return [f"aerated lung along the path: {mm(m.get('lung_mm'))}"] * (not listed) + [
         f"pleural surfaces crossed: {int(m.get('pleura_crossings', 0))}",
-        f"fissures crossed: {int(m.get('fissures', 0))}",
+        _fissure_line(m),
         f"emphysema (below -950 HU) along the path: {mm(m.get('emphysema_mm'))}",
         f"needle angle off perpendicular to the pleura: {deg(m.get('pleura_angle_deg'))}",
     ]
+
+
+def _fissure_line(m: dict[str, Any]) -> str:
+    """The fissure count, never a bare 0 where part of the path runs in lung whose fissures are unknown."""
+    n = int(m.get("fissures", 0))
+    unknown = float(m.get("lung_mm_fissures_unknown", 0) or 0)
+    if unknown <= 0:
+        return f"fissures crossed: {n}"
+    return (f"fissures crossed: NOT KNOWN along {mm(unknown)} of lung whose fissures were not found"
+            + (f" ({n} counted elsewhere)" if n else ""))
 
 
 def alternatives_table(doc: dict[str, Any]) -> Table:

@@ -14,6 +14,11 @@ the pieces are used as evidence for a smooth surface fitted per lung:
 The fitted surfaces split each lung into lobes; the fissure mask is the boundary between them
 (one voxel thick). A fit is credible when enough of the surface inside the lung is supported
 by plate pieces lying close to it; where it is not, no lobes are returned for that lung.
+
+Known limit: an oblique fissure flatter than about 15 degrees (its normal within OBLIQUE_MIN_TILT
+of vertical) is outside the oblique search, and when its upper part and the minor fissure run on
+as one near-horizontal sheet the fits of different draws part ways; such a lung gets no lobes
+and no sheet (the planner then reports the fissures as not known along each path through it).
 """
 
 from __future__ import annotations
