@@ -539,7 +539,7 @@ def _lung_length_mm(mask, ct, entry, target, step=0.1):
     return float(np.count_nonzero(mask[tuple(kji.T)])) * np.linalg.norm(target - entry) / (n - 1)
 
 
-def test_fissures_not_known_are_never_reported_as_none_crossed(thorax):
+def test_fissures_not_known_are_never_reported_as_none_crossed(thorax, tmp_path):
     """A lung without lobes or fissures (they were not found): a path through it must not read
     "fissures crossed: 0" as if none were there."""
     from planner.planning.explain import describe
@@ -575,6 +575,21 @@ def test_fissures_not_known_are_never_reported_as_none_crossed(thorax):
         line = next(x for x in _lung_metrics({"metrics": t.metrics, "risk_factors": t.risk_factors})
                     if x.startswith("fissures crossed"))
         assert "NOT KNOWN" in line and line != "fissures crossed: 0"
+
+    # What the note advises: the lobes added to the structures folder make the crossings counted.
+    from planner.anatomy.export import save_structures_folder
+    from planner.images import save_image
+
+    folder = tmp_path / "structures"
+    save_structures_folder(unmapped, folder)
+    for name in right:
+        save_image(Image(sset.mask(name).astype(np.uint8), ct.affine), folder / f"{name}.nii.gz")
+    completed = load_structures(folder, ct)
+    again = plan(ct, completed, target, preset, body)
+    assert again.status == "ok"
+    for t in again.trajectories:
+        assert t.metrics["lung_mm_fissures_unknown"] == 0.0
+        assert t.metrics["fissures"] == _independent_fissure_count(completed, ct, t.entry, tgt)
 
 
 # --- 5. no safe path, and why ---------------------------------------------------------------

@@ -264,7 +264,9 @@ class _Run:
                 if side in self.lobe_sides:
                     out |= _fis.surface_sheet(m, self.ct.affine, fits[side])
                 else:
-                    self.notes.append(f"fissures not found credibly in the {side} lung: crossings there are not counted")
+                    self.notes.append(f"fissures not found credibly in the {side} lung: crossings there are not counted "
+                                      f"(to count them, add its lobes, e.g. TotalSegmentator's lung_*_lobe_{side}, "
+                                      "to the structures folder and plan with --structures)")
             self.full["lung_fissures"] = out
         return self.full["lung_fissures"]
 
