@@ -592,6 +592,68 @@ def test_fissures_not_known_are_never_reported_as_none_crossed(thorax, tmp_path)
         assert t.metrics["fissures"] == _independent_fissure_count(completed, ct, t.entry, tgt)
 
 
+def _unidentified_walk(ct, sset, entry, target, radius_mm, step=0.1):
+    """Length (mm) of dense tissue (3-voxel mean > -300 HU) in no structure but lungs and body,
+    between the first and the last lung sample of the path, farther than radius + 3 mm from the target."""
+    n = int(np.linalg.norm(target - entry) / step) + 1
+    t = np.linspace(0.0, 1.0, n)
+    pts = entry + t[:, None] * (target - entry)
+    kji = np.rint(ct.lps_to_ijk(pts)[:, ::-1]).astype(int)
+    hu = ndimage.uniform_filter(ct.voxels.astype(np.float32), size=3)[tuple(kji.T)]
+    other = [c for c in StructureClass if c not in (StructureClass.LUNG, StructureClass.LOBE, StructureClass.FISSURE,
+                                                     StructureClass.EMPHYSEMA, StructureClass.BODY)]
+    named = sset.union(classes=other)[tuple(kji.T)]
+    lung = sset.union(classes=[StructureClass.LUNG, StructureClass.LOBE])[tuple(kji.T)]
+    inside = np.zeros(n, bool)
+    if lung.any():
+        idx = np.flatnonzero(lung)
+        inside[idx[0]:idx[-1] + 1] = True
+    far = (1.0 - t) * np.linalg.norm(target - entry) > radius_mm + 3.0
+    return float(np.count_nonzero((hu > -300) & ~named & inside & far)) * np.linalg.norm(target - entry) / (n - 1)
+
+
+def test_dense_tissue_in_no_structure_is_named_on_the_path():
+    """A vessel the segmentation missed looks like any dense tissue: a path through it is not
+    shown as running through clean lung. Here a shell of soft tissue that no structure names
+    surrounds the target, so every path crosses it."""
+    from planner.anatomy.target import Target
+    from planner.planning.explain import describe
+
+    shape = (90, 90, 90)
+    aff = grid_affine((1.0, 1.0, 1.0), origin=(-45.0, -45.0, -45.0))
+    p = voxel_lps(aff, shape)
+    r = np.linalg.norm(p, axis=-1)
+    box = np.all(np.abs(p) <= 40.0, axis=-1)
+    lung = r <= 36.0
+    shell = (r >= 13.0) & (r <= 18.0)
+    lesion = r <= 5.0
+    v = np.where(box, 40.0, -1000.0)
+    v[lung] = -850.0
+    v[shell | lesion] = 40.0
+    ct = Image(v.astype(np.int16), aff)
+    sset = StructureSet.for_image(ct)
+    sset.add("lung_right", lung & ~lesion)
+    sset.add("lung_nodule", lesion, cls="target")
+    target = Target((0.0, 0.0, 0.0), "lung_nodule", "structure", diameter_mm=10.0, max_diameter_mm=10.0)
+    preset = load_preset("lung-biopsy")
+    result = plan(ct, sset, target, preset, box)
+    assert result.status == "ok", result.explanation
+    tgt = np.zeros(3)
+    for t in result.trajectories:
+        walked = _unidentified_walk(ct, sset, t.entry, tgt, 5.0)
+        assert walked >= 3.0  # the shell is 5 mm thick (about 4 above -300 HU once smoothed)
+        assert abs(t.metrics["unidentified_tissue_mm"] - walked) <= 1.5, (t.rank, walked, t.metrics)
+        describe(t, sset, preset, target.label, target.diameter_mm)
+        assert any("dense tissue in no segmented structure" in f for f in t.risk_factors), t.risk_factors
+
+    # named (here as "other", which the preset does not avoid), the same tissue is not counted
+    sset.add("shell", shell, cls="other")
+    named = plan(ct, sset, target, preset, box)
+    assert named.status == "ok"
+    for t in named.trajectories:
+        assert t.metrics["unidentified_tissue_mm"] == 0.0
+
+
 # --- 5. no safe path, and why ---------------------------------------------------------------
 def _assert_genuinely_blocked(ct, sset, preset, result, target_point, rule, top_overall=True):
     """No safe path; ``rule`` is the largest count (of all reasons, or of the clearance reasons when

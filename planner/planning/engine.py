@@ -32,6 +32,11 @@ STEP_MM = 0.25  # sampling step along a path for the hard check
 EXACT_PIECE_MM = 4.0  # the exact check measures a stretch piece by piece (a box around each)
 SOFT_STEP_MM = 0.5  # sampling step for the soft criteria
 NEAR_VESSEL_MM = 5.0
+#: Dense tissue no structure names (3-voxel mean above this, HU) on the lung stretch of a path:
+#: a vessel the segmentation missed (hilar vessels without contrast), a nodule, consolidation.
+UNIDENTIFIED_HU = -300.0
+#: ...not counted this close to the target (mm beyond its radius): the lesion and its rim.
+UNIDENTIFIED_TARGET_RIM_MM = 3.0
 DISTINCT_ENTRY_MM = 12.0
 
 # Flags of the crop's label volume used for the soft criteria.
@@ -110,6 +115,7 @@ class _Context:
     labels: np.ndarray  # uint8 flags, crop grid
     vessel_field: np.ndarray | None
     lung_smooth: np.ndarray | None  # uint8 lung indicator: its smoothed gradient is the pleura's normal
+    unidentified: np.ndarray | None  # uint8 1 = dense tissue in no structure, within the lungs' box
     skin_lps: np.ndarray  # (n, 3) skin voxel centres (whole reach region)
     skin_normal: np.ndarray  # (n, 3) outward unit normals
     outer_skin_lps: np.ndarray  # (m, 3) skin beyond the craniocaudal slab: too steep for any needle
@@ -231,6 +237,7 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
         hu = ndimage.uniform_filter(ct.voxels[sl].astype(np.float32), size=3)
         emph = lung & (hu < -950)
     labels[emph & lung] |= IN_EMPHYSEMA
+    unidentified = _unidentified_tissue(ct, sset, sl, lung)
 
     vessels = sset.union(classes=[StructureClass.VESSEL], region=sl)
     vessel_field = None
@@ -263,7 +270,24 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
         kji = F.skin_voxels(body, b_lo, b_lo + np.array(ball.shape), lo, hi)  # the ball's box minus the slab
         outer = kji[:, ::-1].astype(float) @ ct.affine[:3, :3].T + ct.affine[:3, 3]
     return _Context(crop, rules, rule_masks, margins, groups, fields, group_labels, labels, vessel_field,
-                    lung_smooth, skin_lps, skin_normal, outer, pool)
+                    lung_smooth, unidentified, skin_lps, skin_normal, outer, pool)
+
+
+def _unidentified_tissue(ct: Image, sset: StructureSet, sl: tuple[slice, slice, slice], lung: np.ndarray
+                         ) -> np.ndarray | None:
+    """Dense voxels (3-voxel mean above UNIDENTIFIED_HU) in no structure but the lungs and the body,
+    within the box of the lungs on the crop (the lung stretch of any path lies in it)."""
+    idx = [np.flatnonzero(lung.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    if any(len(v) == 0 for v in idx):
+        return None
+    box = tuple(slice(int(v[0]), int(v[-1]) + 1) for v in idx)
+    region = tuple(slice(s.start + b.start, s.start + b.stop) for s, b in zip(sl, box))
+    hu = ndimage.uniform_filter(ct.voxels[region].astype(np.float32), size=3)
+    named = sset.union(classes=[c for c in StructureClass if c not in (*LUNG_CLASSES, StructureClass.BODY)],
+                       region=region)
+    out = np.zeros(lung.shape, np.uint8)
+    out[box] = (hu > UNIDENTIFIED_HU) & ~named
+    return out
 
 
 def _shrink_to_content(crop: F.Crop, body: np.ndarray, sset: StructureSet) -> F.Crop:
@@ -428,7 +452,8 @@ def plan(
 
     # Soft criteria of the feasible candidates.
     t2 = time.perf_counter()
-    metrics = _soft_criteria(ctx, entries[feasible], tgt, d[feasible], length[feasible])
+    radius = 0.5 * float(target.max_diameter_mm or target.diameter_mm or 0.0)
+    metrics = _soft_criteria(ctx, entries[feasible], tgt, d[feasible], length[feasible], radius)
     excess = (min_clear[feasible] - ctx.margins[None, :]).min(axis=1) if len(ctx.rules) else np.full(len(feasible), 99.0)
     metrics["min_clearance_excess_mm"] = excess
     w = preset.weights
@@ -485,12 +510,12 @@ def plan(
     )
 
 
-def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.ndarray, length: np.ndarray
-                   ) -> dict[str, np.ndarray]:
+def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.ndarray, length: np.ndarray,
+                   target_radius_mm: float = 0.0) -> dict[str, np.ndarray]:
     n = len(entries)
     out = {k: np.zeros(n) for k in ("length_mm", "lung_mm", "pleura_crossings", "fissures",
                                     "lung_mm_fissures_unknown", "emphysema_mm", "pleura_angle_deg",
-                                    "vessel_near_mm")}
+                                    "vessel_near_mm", "unidentified_tissue_mm")}
     out["length_mm"] = length.astype(float)
     if n == 0:
         return out
@@ -515,6 +540,18 @@ def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.nd
     fis += (fm[:, 1:] & ~fm[:, :-1]).sum(axis=1) + fm[:, 0]
     out["fissures"] = fis
     out["lung_mm_fissures_unknown"] = (((lab & FISSURES_UNKNOWN) > 0) & lung).sum(axis=1) * h
+    if ctx.unidentified is not None:
+        # Dense tissue in no structure between the first and the last lung sample of the path,
+        # short of the target (its radius and a rim): what the segmentation may have missed.
+        ulab = F.march_labels(ctx.unidentified, starts, ends, ctx.crop.spacing, SOFT_STEP_MM)
+        m = ulab.shape[1]
+        pos = np.arange(m)[None, :]
+        first = np.where(lung.any(axis=1), lung.argmax(axis=1), m)[:, None]
+        last = np.where(lung.any(axis=1), m - 1 - lung[:, ::-1].argmax(axis=1), -1)[:, None]
+        to_target = length[:, None] - pos * h[:, None]
+        counted = (ulab == 1) & (pos >= first) & (pos <= last) & \
+            (to_target > target_radius_mm + UNIDENTIFIED_TARGET_RIM_MM)
+        out["unidentified_tissue_mm"] = counted.sum(axis=1) * h
     if ctx.vessel_field is not None:  # on the pooled grid of the fields (a soft criterion)
         vlab = F.march_labels((ctx.vessel_field < NEAR_VESSEL_MM).astype(np.uint8), F.to_pooled(starts, ctx.pool),
                               F.to_pooled(ends, ctx.pool), ctx.field_spacing, SOFT_STEP_MM)

@@ -68,6 +68,11 @@ def describe(traj: Trajectory, sset: StructureSet, preset: Preset, target_name: 
     traj.risk_factors = lung_risk_factors(traj, target_diameter_mm) if preset.id == "lung-biopsy" else []
 
 
+#: Unidentified dense tissue along a path is named from this length on (mm; shorter runs are
+#: the partial volume of small vessels beside the path).
+UNIDENTIFIED_REPORT_MM = 2.0
+
+
 def lung_risk_factors(traj: Trajectory, target_diameter_mm: float | None) -> list[str]:
     """Pneumothorax risk factors a lung-biopsy path carries, with the published odds ratios.
 
@@ -85,6 +90,9 @@ def lung_risk_factors(traj: Trajectory, target_diameter_mm: float | None) -> lis
     if m.get("lung_mm_fissures_unknown", 0) > 0:
         out.append(f"fissures not known along {m['lung_mm_fissures_unknown']:.0f} mm of lung (its fissures were "
                    "not found): crossings there are not counted")
+    if m.get("unidentified_tissue_mm", 0) >= UNIDENTIFIED_REPORT_MM:
+        out.append(f"dense tissue in no segmented structure on the lung stretch: {m['unidentified_tissue_mm']:.0f} mm "
+                   "(a vessel not segmented? check it on the CT)")
     if m.get("emphysema_mm", 0) > 0:
         out.append(f"emphysema/bulla crossed: {m['emphysema_mm']:.0f} mm below -950 HU (bulla crossed OR 6.13)")
     if m.get("pleura_crossings", 0) > 1:

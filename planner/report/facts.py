@@ -245,6 +245,7 @@ def _lung_metrics(t: dict[str, Any]) -> list[str]:
         f"pleural surfaces crossed: {int(m.get('pleura_crossings', 0))}",
         _fissure_line(m),
         f"emphysema (below -950 HU) along the path: {mm(m.get('emphysema_mm'))}",
+        f"dense tissue in no segmented structure on the lung stretch: {mm(m.get('unidentified_tissue_mm'))}",
         f"needle angle off perpendicular to the pleura: {deg(m.get('pleura_angle_deg'))}",
     ]
 
