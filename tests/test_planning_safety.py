@@ -646,6 +646,21 @@ def test_dense_tissue_in_no_structure_is_named_on_the_path():
         describe(t, sset, preset, target.label, target.diameter_mm)
         assert any("dense tissue in no segmented structure" in f for f in t.risk_factors), t.risk_factors
 
+    # a bare point in an unnamed lesion (as the viewer re-plans): the lesion the path ends in is
+    # the target, not unidentified tissue on the way
+    big = r <= 8.0
+    v2 = v.copy()
+    v2[big] = 40.0
+    ct2 = Image(v2.astype(np.int16), aff)
+    bare = StructureSet.for_image(ct2)
+    bare.add("lung_right", lung)  # the lesion inside the lung mask, as a filled lung mask has it
+    moved = plan(ct2, bare, target_at_point(ct2, (0.0, 1.0, 0.0)), preset, box)
+    assert moved.status == "ok"
+    for t in moved.trajectories:
+        walked = _unidentified_walk(ct2, bare, t.entry, t.target, 9.0)  # the shell only
+        assert walked >= 3.0
+        assert abs(t.metrics["unidentified_tissue_mm"] - walked) <= 1.5, (t.rank, walked, t.metrics)
+
     # named (here as "other", which the preset does not avoid), the same tissue is not counted
     sset.add("shell", shell, cls="other")
     named = plan(ct, sset, target, preset, box)

@@ -543,14 +543,17 @@ def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.nd
     if ctx.unidentified is not None:
         # Dense tissue in no structure between the first and the last lung sample of the path,
         # short of the target (its radius and a rim): what the segmentation may have missed.
+        # The dense run the path ends in is the target itself (a lesion, named or not).
         ulab = F.march_labels(ctx.unidentified, starts, ends, ctx.crop.spacing, SOFT_STEP_MM)
+        dense = ulab == 1
         m = ulab.shape[1]
         pos = np.arange(m)[None, :]
         first = np.where(lung.any(axis=1), lung.argmax(axis=1), m)[:, None]
         last = np.where(lung.any(axis=1), m - 1 - lung[:, ::-1].argmax(axis=1), -1)[:, None]
-        to_target = length[:, None] - pos * h[:, None]
-        counted = (ulab == 1) & (pos >= first) & (pos <= last) & \
-            (to_target > target_radius_mm + UNIDENTIFIED_TARGET_RIM_MM)
+        from_end = (valid.sum(axis=1) - 1)[:, None] - pos  # samples back from the target
+        end_run = np.where(~dense & (from_end >= 0), from_end, m).min(axis=1)  # the target's dense run
+        keep_off = np.maximum(end_run * h, target_radius_mm) + UNIDENTIFIED_TARGET_RIM_MM
+        counted = dense & (pos >= first) & (pos <= last) & (from_end * h[:, None] > keep_off[:, None])
         out["unidentified_tissue_mm"] = counted.sum(axis=1) * h
     if ctx.vessel_field is not None:  # on the pooled grid of the fields (a soft criterion)
         vlab = F.march_labels((ctx.vessel_field < NEAR_VESSEL_MM).astype(np.uint8), F.to_pooled(starts, ctx.pool),
