@@ -15,6 +15,7 @@ import numpy as np
 
 from .anatomy import StructureSet, load_structures, segment_ct
 from .anatomy.autoseg import body_of
+from .anatomy.fissure_points import read_fissure_points
 from .anatomy.slicer_seg import save_slicer_seg
 from .anatomy.target import Target, parse_point, target_at_point, target_from_seed, target_from_structure
 from .errors import InputError
@@ -65,6 +66,7 @@ def run_plan(
     approach: str | None = None,
     side: str | None = None,
     modality: str = "CT",
+    fissure_points: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> PlanRun:
     """Plan one procedure and write its files.
@@ -75,6 +77,8 @@ def run_plan(
     ``knee_recess_left``: found from the bones, see :mod:`.anatomy.joints`). Each target gets its own
     trajectories; ``plan.json`` keeps the first target in its core fields and every target
     under ``targets``, and its status is "ok" only when every target has a safe trajectory.
+    ``fissure_points``: a 3D Slicer ``.mrk.json`` with points on the fissures of the lungs whose
+    fissures the automatic segmentation should take from them (see :mod:`.anatomy.fissure_points`).
     """
     singles = [(k, v) for k, v in (("point", target_point), ("label", target_label), ("seed", seed)) if v is not None]
     specs = list(targets or []) + singles
@@ -93,12 +97,18 @@ def run_plan(
     for kind, text in specs:  # a mistyped point fails now, before the long work
         if kind in ("point", "seed"):
             parse_point(text)
+    points = None
+    if fissure_points is not None:
+        if structures is not None:
+            raise InputError("--fissure-points shape the automatic segmentation's lobes; with --structures, give "
+                             "the lobes among the structures instead")
+        points = read_fissure_points(fissure_points)
     ct = load_image(ct_path, series_uid, modality, progress)
     if structures is not None:
         sset = load_structures(structures, ct, progress=progress)
         source = str(structures)
     else:
-        sset = segment_ct(ct, progress=progress)
+        sset = segment_ct(ct, progress=progress, fissure_points=points)
         source = "automatic segmentation"
     if modality == "MR":
         sset.notes.append(f"MR scan: every structure comes from {source}; the automatic segmentation is "

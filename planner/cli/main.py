@@ -203,7 +203,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         run = run_plan(args.ct, args.procedure, args.out, structures=args.structures, targets=specs,
                        series_uid=args.series, n_best=args.n, approach=args.approach, side=args.side,
-                       modality=args.modality, progress=progress)
+                       modality=args.modality, fissure_points=args.fissure_points, progress=progress)
     finally:
         progress.close()
     for target, result in zip(run.targets, run.results):
@@ -279,14 +279,16 @@ def _format_plan(result: Any, target: Any, preset: Any) -> str:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from ..anatomy.autoseg import segment_ct
+    from ..anatomy.fissure_points import read_fissure_points
     from ..anatomy.export import save_structures_folder
     from ..anatomy.slicer_seg import save_slicer_seg
     from ..images import load_image
 
+    points = read_fissure_points(args.fissure_points) if args.fissure_points else None  # fails before the long work
     progress = _Progress()
     try:
         ct = load_image(args.path, args.series, "CT", progress)
-        sset = segment_ct(ct, progress=progress)
+        sset = segment_ct(ct, progress=progress, fissure_points=points)
     finally:
         progress.close()
     out = Path(args.out)
@@ -389,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--modality", choices=["CT", "MR"], default="CT",
                    help="modality of the scan given with --ct (default CT; MR needs --structures)")
     q.add_argument("--approach", help="the preset's approach (see planner procedures; default its first)")
+    q.add_argument("--fissure-points", metavar="MRK_JSON",
+                   help="3D Slicer markups (.mrk.json) with points on the fissures (markups or points named "
+                        "'oblique' or 'minor'): with the automatic segmentation, the lungs they lie in get their lobes through them instead of from "
+                        "the image (the right lung needs points on both fissures)")
     q.add_argument("--side", choices=["left", "right"],
                    help="side of the target, for lateral and medial approaches (default: from its label)")
     q.add_argument("--dicom", action="store_true",
@@ -409,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT)")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    q.add_argument("--fissure-points", metavar="MRK_JSON",
+                   help="3D Slicer markups (.mrk.json) with points on the fissures (markups or points named "
+                        "'oblique' or 'minor'): the lungs they lie in get their lobes through them instead of from "
+                        "the image (the right lung needs points on both fissures)")
     q.set_defaults(func=cmd_segment)
 
     q = sub.add_parser("procedures", help="list the procedure presets")

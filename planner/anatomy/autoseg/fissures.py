@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ...errors import InputError
 from .grid import bbox, dilate, hessian_eigenvalues
 
 #: Plate filter: scale (mm), ratio of the small eigenvalues to the large one, response floor.
@@ -337,6 +338,52 @@ def fit_lung_agreed(hu, lung, spacing, affine, axes_lps, side: str) -> LungFissu
         if j is None:
             out.minor = None
             out.notes.append("right minor fissure: fits of different random draws disagree")
+    return out
+
+
+# --- fissures from the user's points ------------------------------------------------------------
+#: A quadratic oblique fissure from this many points on (a plane below; the minor fissure is always
+#: a plane); points farther than this (RMS, mm) from their fitted surface are refused.
+POINTS_QUADRATIC_FROM = 10
+POINTS_MAX_RMS_MM = 3.0
+
+
+def fit_points(points: dict[str, np.ndarray], side: str) -> LungFissures:
+    """The fissures of one lung through the user's points (``{"oblique": (n, 3), "minor": (m, 3)}``
+    LPS; see :mod:`planner.anatomy.fissure_points`). Raises InputError for points that cannot
+    give the lung its lobes: too few, on a line, scattered off any smooth surface, or a minor
+    fissure missing in the right lung or given in the left."""
+    if side == "left" and "minor" in points:
+        raise InputError("left lung: points on a minor fissure (only the right lung has one)")
+    if side == "right" and set(points) != {"oblique", "minor"}:
+        missing = {"oblique", "minor"} - set(points)
+        raise InputError(f"right lung: no points on its {' or '.join(sorted(missing))} fissure; the right lung has "
+                         "three lobes, so give points on both the oblique and the minor fissure")
+    out = LungFissures(side)
+    said = []
+    for kind, frame in (("oblique", _oblique_uvw), ("minor", _minor_uvw)):
+        if kind not in points:
+            continue
+        pts = np.asarray(points[kind], float)
+        if len(pts) < 3:
+            raise InputError(f"{side} {kind} fissure: {len(pts)} point(s); at least 3 are needed")
+        u, v, w = frame(pts)
+        order = 2 if kind == "oblique" and len(pts) >= POINTS_QUADRATIC_FROM else 1
+        a = _terms(u, v, order)
+        c, _, rank, _ = np.linalg.lstsq(a, w, rcond=None)
+        if rank < a.shape[1]:
+            raise InputError(f"{side} {kind} fissure: the {len(pts)} points lie on a line; spread them over the "
+                             "fissure (several slices)")
+        coef = np.zeros(6)
+        coef[: len(c)] = c
+        rms = float(np.sqrt(np.mean((w - _terms(u, v, 2) @ coef) ** 2)))
+        if rms > POINTS_MAX_RMS_MM:
+            raise InputError(f"{side} {kind} fissure: the {len(pts)} points are {rms:.1f} mm (RMS) off the smoothest "
+                             f"surface through them (at most {POINTS_MAX_RMS_MM:g}); check the points on another "
+                             "fissure or off the lung")
+        setattr(out, kind, Surface(coef, 1.0, len(pts)))
+        said.append(f"{kind} {len(pts)} points, {rms:.1f} mm RMS off the fitted {'quadratic' if order == 2 else 'plane'}")
+    out.notes.append(f"{side} lung: fissures fitted to the points given ({'; '.join(said)})")
     return out
 
 

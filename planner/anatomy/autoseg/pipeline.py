@@ -68,9 +68,10 @@ def _check_mask(mask: np.ndarray, ct: Image, what: str) -> np.ndarray:
 class _Run:
     """Shared state of one segmentation: the CT, its working grids and what is computed."""
 
-    def __init__(self, ct: Image):
+    def __init__(self, ct: Image, fissure_points: dict[str, np.ndarray] | None = None):
         _check_ct(ct)
         self.ct = ct
+        self.fissure_points = fissure_points  # the user's points on the fissures, LPS, by kind
         self.hu_full = ct.voxels
         self.g = WorkGrid(ct, WORK_GRID_MM)
         self.hu = self.g.down(ct.voxels)
@@ -79,6 +80,7 @@ class _Run:
         self.fits: dict[str, _fis.LungFissures] | None = None
         self.lobes_: dict[str, np.ndarray] | None = None
         self.lobe_sides: set[str] = set()  # lungs split into lobes credibly
+        self.point_sides: set[str] = set()  # lungs whose fissures come from the user's points
         self.notes: list[str] = []  # what a user must know about this segmentation
 
     # --- helpers ------------------------------------------------------------------------
@@ -229,8 +231,13 @@ class _Run:
         if self.fits is None:
             lf, rf = self.lungs()
             sp = self.ct.spacing[::-1]
-            self.fits = {side: _fis.fit_lung_agreed(self.hu_full, m, sp, self.ct.affine, self._axes(), side)
+            given = _points_by_side(self.ct, self.fissure_points, lf, rf) if self.fissure_points else {}
+            self.fits = {side: _fis.fit_points(given[side], side) if side in given else
+                         _fis.fit_lung_agreed(self.hu_full, m, sp, self.ct.affine, self._axes(), side)
                          for side, m in (("left", lf), ("right", rf))}
+            for side in given:
+                self.notes.extend(self.fits[side].notes)
+            self.point_sides = set(given)
         return self.fits
 
     def lobes(self) -> dict[str, np.ndarray]:
@@ -263,12 +270,49 @@ class _Run:
                     continue
                 if side in self.lobe_sides:
                     out |= _fis.surface_sheet(m, self.ct.affine, fits[side])
+                elif side in self.point_sides:
+                    self.notes.append(f"{side} lung: the lobes through the fissure points given are implausible "
+                                      f"({fits[side].notes[-1]}): no lobes, crossings there are not counted")
                 else:
                     self.notes.append(f"fissures not found credibly in the {side} lung: crossings there are not counted "
-                                      f"(to count them, add its lobes, e.g. TotalSegmentator's lung_*_lobe_{side}, "
-                                      "to the structures folder and plan with --structures)")
+                                      "(to count them, give points on its fissures with --fissure-points, or add its "
+                                      f"lobes, e.g. TotalSegmentator's lung_*_lobe_{side}, to the structures folder "
+                                      "and plan with --structures)")
             self.full["lung_fissures"] = out
         return self.full["lung_fissures"]
+
+
+#: A point given on a fissure may lie this far (mm) outside the lung masks (a click on the pleura).
+POINT_OFF_LUNG_MM = 5.0
+
+
+def _points_by_side(ct: Image, points: dict[str, np.ndarray], left: np.ndarray, right: np.ndarray
+                    ) -> dict[str, dict[str, np.ndarray]]:
+    """The user's fissure points of each lung: the lung a point lies in, or the nearer one within
+    POINT_OFF_LUNG_MM; any other point is refused."""
+    sp = ct.spacing[::-1]
+    reach = np.ceil(POINT_OFF_LUNG_MM / sp).astype(int)
+    out: dict[str, dict[str, list[np.ndarray]]] = {}
+    for kind, pts in points.items():
+        for p in np.atleast_2d(pts):
+            kji = np.rint(ct.lps_to_ijk(p[None])[0][::-1]).astype(int)
+            lo, hi = np.maximum(kji - reach, 0), np.minimum(kji + reach + 1, ct.shape)
+            if np.any(lo >= hi):
+                raise InputError(f"fissure point {(np.round(p, 1) + 0.0).tolist()} (LPS mm) is outside the scan")
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            best = None
+            for side, lung in (("left", left), ("right", right)):
+                m = lung[box]
+                if not m.any():
+                    continue
+                d = np.min(np.linalg.norm((np.argwhere(m) - (kji - lo)) * sp, axis=1))
+                if d <= POINT_OFF_LUNG_MM and (best is None or d < best[0]):
+                    best = (d, side)
+            if best is None:
+                raise InputError(f"fissure point {(np.round(p, 1) + 0.0).tolist()} (LPS mm) is not in a lung "
+                                 f"(nor within {POINT_OFF_LUNG_MM:g} mm of one)")
+            out.setdefault(best[1], {}).setdefault(kind, []).append(p)
+    return {side: {k: np.asarray(v) for k, v in kinds.items()} for side, kinds in out.items()}
 
 
 # --- public steps ---------------------------------------------------------------------------------
@@ -381,7 +425,8 @@ def lobe_masks(ct: Image, left: np.ndarray | None = None, right: np.ndarray | No
 
 
 # --- everything -----------------------------------------------------------------------------------
-def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str] | None = None) -> StructureSet:
+def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str] | None = None,
+               fissure_points: dict[str, np.ndarray] | None = None) -> StructureSet:
     """Classical automatic segmentation of a CT into a ``StructureSet`` (source "automatic").
 
     Parameters
@@ -395,12 +440,15 @@ def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str]
         lung_vessels, emphysema, fissures,
         lobes: only those of lungs whose fissures are found credibly);
         all when None. Steps the chosen ones need run too, but add nothing.
+    fissure_points : dict, optional
+        The user's points on the fissures (:func:`planner.anatomy.fissure_points.read_fissure_points`):
+        a lung with points gets its fissures and lobes through them, not from the image.
     """
     wanted = list(PARTS) if parts is None else list(dict.fromkeys(parts))
     unknown = [p for p in wanted if p not in PARTS]
     if unknown:
         raise InputError(f"unknown segmentation part(s) {unknown}; choose from {', '.join(PARTS)}")
-    run = _Run(ct)
+    run = _Run(ct, fissure_points)
     steps = [p for p in PARTS if p in wanted]
     total = len(steps)
     sset = StructureSet.for_image(ct)
