@@ -81,6 +81,7 @@ class _Run:
         self.lobes_: dict[str, np.ndarray] | None = None
         self.lobe_sides: set[str] = set()  # lungs split into lobes credibly
         self.point_sides: set[str] = set()  # lungs whose fissures come from the user's points
+        self.point_fits_: dict[str, _fis.LungFissures] | None = None
         self.notes: list[str] = []  # what a user must know about this segmentation
 
     # --- helpers ------------------------------------------------------------------------
@@ -231,14 +232,23 @@ class _Run:
         if self.fits is None:
             lf, rf = self.lungs()
             sp = self.ct.spacing[::-1]
-            given = _points_by_side(self.ct, self.fissure_points, lf, rf) if self.fissure_points else {}
-            self.fits = {side: _fis.fit_points(given[side], side) if side in given else
+            given = self.point_fits()
+            self.fits = {side: given[side] if side in given else
                          _fis.fit_lung_agreed(self.hu_full, m, sp, self.ct.affine, self._axes(), side)
                          for side, m in (("left", lf), ("right", rf))}
             for side in given:
                 self.notes.extend(self.fits[side].notes)
             self.point_sides = set(given)
         return self.fits
+
+    def point_fits(self) -> dict[str, _fis.LungFissures]:
+        """The fissures through the user's points, by lung (none without points). Needs only the
+        lungs: run right after them, a bad point fails before the long steps."""
+        if self.point_fits_ is None:
+            lf, rf = self.lungs()
+            given = _points_by_side(self.ct, self.fissure_points, lf, rf) if self.fissure_points else {}
+            self.point_fits_ = {side: _fis.fit_points(pts, side) for side, pts in given.items()}
+        return self.point_fits_
 
     def lobes(self) -> dict[str, np.ndarray]:
         """Lobe masks of the lungs whose fissure fits are credible (none of a lung otherwise)."""
@@ -462,6 +472,7 @@ def segment_ct(ct: Image, progress: Progress | None = None, parts: Iterable[str]
             masks = zip(("trachea", "airways"), run.airways())
         elif step == "lungs":
             masks = zip(("lung_left", "lung_right"), run.lungs())
+            run.point_fits()  # the user's fissure points are checked now, not after the long steps
         elif step == "bones":
             masks = run.bone_parts()  # one at a time: eleven CT-grid masks at once weigh 400 MB
         elif step == "heart":
