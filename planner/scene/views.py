@@ -185,6 +185,23 @@ def _pixel_text(text: str, col: float, row: float, size: tuple[int, int], font: 
     return text_actor(text, col / w, 1.0 - row / h, font, colour, align=align, valign="center")
 
 
+def _flat_actor(mapper: "vtk.vtkPolyDataMapper", colour: Sequence[int], width: float | None = None) -> "vtk.vtkActor":
+    """An unlit actor of one colour (overlay lines and marks), ``width`` for lines."""
+    a = vtk.vtkActor()
+    a.SetMapper(mapper)
+    a.GetProperty().SetColor(*rgb01(colour))
+    if width is not None:
+        a.GetProperty().SetLineWidth(width)
+    a.GetProperty().LightingOff()
+    return a
+
+
+def _polydata_mapper(data: "vtk.vtkPolyData") -> "vtk.vtkPolyDataMapper":
+    m = vtk.vtkPolyDataMapper()
+    m.SetInputData(data)
+    return m
+
+
 def _polyline_actor(points: np.ndarray, colour: Sequence[int], width: float = 1.5) -> "vtk.vtkActor":
     src = vtk.vtkLineSource()
     pts = vtk.vtkPoints()
@@ -192,14 +209,7 @@ def _polyline_actor(points: np.ndarray, colour: Sequence[int], width: float = 1.
         pts.InsertNextPoint(*[float(x) for x in p])
     src.SetPoints(pts)
     src.Update()
-    m = vtk.vtkPolyDataMapper()
-    m.SetInputData(src.GetOutput())
-    a = vtk.vtkActor()
-    a.SetMapper(m)
-    a.GetProperty().SetColor(*rgb01(colour))
-    a.GetProperty().SetLineWidth(width)
-    a.GetProperty().LightingOff()
-    return a
+    return _flat_actor(_polydata_mapper(src.GetOutput()), colour, width)
 
 
 def orientation_letters(f: G.ViewFrame) -> dict[str, str]:
@@ -254,11 +264,7 @@ def _contours(scene: Scene, over: "vtk.vtkRenderer", plane: "vtk.vtkPlane",
         m = vtk.vtkPolyDataMapper()
         m.SetInputConnection(cut.GetOutputPort())
         m.ScalarVisibilityOff()
-        a = vtk.vtkActor()
-        a.SetMapper(m)
-        a.GetProperty().SetColor(*rgb01(s.colour))
-        a.GetProperty().SetLineWidth(width)
-        a.GetProperty().LightingOff()
+        a = _flat_actor(m, s.colour, width)
         over.AddActor(a)
         a.cutter = cut  # type: ignore[attr-defined]  # kept for the level of detail (see set_contour_detail)
         drawn[name] = a
@@ -356,13 +362,7 @@ def _label_structures(view: View, scene: Scene, path: NeedlePath, font: int, n: 
         dot.SetRadius(1.3 * c.mm_per_pixel * 2)
         dot.SetNumberOfSides(16)
         dot.Update()
-        dm = vtk.vtkPolyDataMapper()
-        dm.SetInputData(dot.GetOutput())
-        da = vtk.vtkActor()
-        da.SetMapper(dm)
-        da.GetProperty().SetColor(*rgb01(colour))
-        da.GetProperty().LightingOff()
-        view.overlay.AddActor(da)
+        view.overlay.AddActor(_flat_actor(_polydata_mapper(dot.GetOutput()), colour))
         align = "left" if away[0] >= 0 else "right"
         view.overlay.AddViewProp(_pixel_text(f"{name} {path.clearance_mm[name]:.1f} mm", anchor[0], anchor[1],
                                             c.size, font, LABEL_COLOUR, align))
