@@ -80,8 +80,7 @@ class _Run:
         self.fits: dict[str, _fis.LungFissures] | None = None
         self.lobes_: dict[str, np.ndarray] | None = None
         self.lobe_sides: set[str] = set()  # lungs split into lobes credibly
-        self.point_sides: set[str] = set()  # lungs whose fissures come from the user's points
-        self.point_fits_: dict[str, _fis.LungFissures] | None = None
+        self.point_fits_: dict[str, _fis.LungFissures] | None = None  # lungs with the user's fissure points
         self.notes: list[str] = []  # what a user must know about this segmentation
 
     # --- helpers ------------------------------------------------------------------------
@@ -238,7 +237,6 @@ class _Run:
                          for side, m in (("left", lf), ("right", rf))}
             for side in given:
                 self.notes.extend(self.fits[side].notes)
-            self.point_sides = set(given)
         return self.fits
 
     def point_fits(self) -> dict[str, _fis.LungFissures]:
@@ -280,7 +278,7 @@ class _Run:
                     continue
                 if side in self.lobe_sides:
                     out |= _fis.surface_sheet(m, self.ct.affine, fits[side])
-                elif side in self.point_sides:
+                elif side in self.point_fits():
                     self.notes.append(f"{side} lung: the lobes through the fissure points given are implausible "
                                       f"({fits[side].notes[-1]}): no lobes, crossings there are not counted")
                 else:
