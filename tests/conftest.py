@@ -48,6 +48,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
+def demo_thorax():
+    """The demo thorax CT, its true structures and its body mask, once per test process (read-only)."""
+    from planner.anatomy import load_structures
+    from planner.anatomy.autoseg import body_mask
+    from planner.images import load_image
+
+    ct = load_image(ROOT / "assets/demo/thorax/ct")
+    return ct, load_structures(ROOT / "assets/demo/thorax/structures.nii.gz", ct), body_mask(ct)
+
+
+@pytest.fixture(scope="session")
 def chest_segmented():
     """The chest CT and its automatic segmentation, once per test process (about 20 s)."""
     from planner.anatomy import segment_ct

@@ -14,25 +14,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import ROOT
-from planner.anatomy import load_structures
-from planner.anatomy.autoseg import body_mask
 from planner.anatomy.target import target_at_point, target_from_structure
-from planner.images import load_image
 from planner.planning import load_preset, plan, prepare
 from planner.planning import fields as F
 
 
-@pytest.fixture(scope="module")
-def thorax():
-    ct = load_image(ROOT / "assets/demo/thorax/ct")
-    sset = load_structures(ROOT / "assets/demo/thorax/structures.nii.gz", ct)
-    return ct, sset, body_mask(ct)
-
-
-def test_the_craniocaudal_slab_loses_no_candidate(thorax):
+def test_the_craniocaudal_slab_loses_no_candidate(demo_thorax):
     """Skin beyond the prepared slab is still counted, under the craniocaudal limit."""
-    ct, sset, body = thorax
+    ct, sset, body = demo_thorax
     preset = load_preset("lung-biopsy")
     assert preset.max_craniocaudal_deg < 90
     target = target_from_structure(ct, sset, "lung_nodule")
@@ -75,9 +64,9 @@ def test_skin_normals_point_out_of_a_ball():
     assert np.all(cos2 > 0.99)
 
 
-def test_no_skin_at_the_edge_of_the_scan(thorax):
+def test_no_skin_at_the_edge_of_the_scan(demo_thorax):
     """A body cut by the first or last slice has no entry there: nothing is known beyond it."""
-    ct, sset, body = thorax
+    ct, sset, body = demo_thorax
     preset = dataclasses.replace(load_preset("lung-biopsy"), max_craniocaudal_deg=90.0)
     # a target near the top slice, so the cut face is within reach
     top = ct.ijk_to_lps(np.array([[ct.shape[2] / 2, ct.shape[1] / 2, ct.shape[0] - 3]]))[0]
@@ -96,8 +85,8 @@ def test_no_skin_at_the_edge_of_the_scan(thorax):
     assert top_z > bottom_z
 
 
-def test_replanning_with_a_kept_context_matches_a_fresh_plan(thorax):
-    ct, sset, body = thorax
+def test_replanning_with_a_kept_context_matches_a_fresh_plan(demo_thorax):
+    ct, sset, body = demo_thorax
     preset = load_preset("lung-biopsy")
     target = target_from_structure(ct, sset, "lung_nodule")
     ctx = prepare(ct, sset, preset, np.asarray(target.point), body)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from checker import Checker, check_trajectory, point_segment_distance
-from conftest import ABDOMEN_CT, ABDOMEN_SEG, ROOT
+from conftest import ABDOMEN_CT, ABDOMEN_SEG
 from planner.anatomy import StructureSet, load_structures
 from planner.anatomy.autoseg import body_mask
 from planner.anatomy.registry import StructureClass
@@ -385,15 +385,8 @@ def test_random_phantoms_never_get_an_unsafe_trajectory(seed, perm, flips, obliq
 
 
 # --- 3. the demo thorax -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def thorax():
-    ct = load_image(ROOT / "assets/demo/thorax/ct")
-    sset = load_structures(ROOT / "assets/demo/thorax/structures.nii.gz", ct)
-    return ct, sset, body_mask(ct)
-
-
-def test_demo_thorax_lung_biopsy_is_safe(thorax):
-    ct, sset, body = thorax
+def test_demo_thorax_lung_biopsy_is_safe(demo_thorax):
+    ct, sset, body = demo_thorax
     preset = load_preset("lung-biopsy")
     target = target_from_structure(ct, sset, "lung_nodule")
     result = plan(ct, sset, target, preset, body)
@@ -539,13 +532,13 @@ def _lung_length_mm(mask, ct, entry, target, step=0.1):
     return float(np.count_nonzero(mask[tuple(kji.T)])) * np.linalg.norm(target - entry) / (n - 1)
 
 
-def test_fissures_not_known_are_never_reported_as_none_crossed(thorax, tmp_path):
+def test_fissures_not_known_are_never_reported_as_none_crossed(demo_thorax, tmp_path):
     """A lung without lobes or fissures (they were not found): a path through it must not read
     "fissures crossed: 0" as if none were there."""
     from planner.planning.explain import describe
     from planner.report.facts import _lung_metrics
 
-    ct, sset, body = thorax
+    ct, sset, body = demo_thorax
     preset = load_preset("lung-biopsy")
     target = target_from_structure(ct, sset, "lung_nodule")
     right = [s.name for s in sset if s.name.endswith("_lobe_right")]
