@@ -162,6 +162,27 @@ def test_chest_lobes_plausible(chest):
             assert 0.05 <= frac <= 0.7, (n, frac)
 
 
+@pytest.mark.shared_data
+def test_chest_right_lung_note_says_what_would_let_its_fissures_be_found(chest):
+    """The right lung's fissures are not found on this 2 mm-slice scan: its note says that crossings
+    are not counted there, that thin slices may let them be found, and how to supply them."""
+    ct, sset = chest
+    if "lung_lower_lobe_right" in sset:
+        pytest.skip("the right lobes were found on this scan")
+    note = next(n for n in sset.notes if n.startswith("fissures not found credibly in the right lung"))
+    assert "crossings there are not counted" in note
+    assert "slices are 2.0 mm apart" in note and "1.25 mm or thinner" in note
+    assert "--fissure-points" in note and "--structures" in note
+
+
+def test_thick_slice_hint_only_on_thick_slices():
+    from planner.anatomy.autoseg.fissures import thick_slice_hint
+
+    assert thick_slice_hint((0.7, 0.7, 1.0)) == ""
+    assert thick_slice_hint((0.7, 0.7, 1.25)) == ""
+    assert "3.0 mm apart" in thick_slice_hint((0.9, 0.9, 3.0))
+
+
 def test_a_fit_other_random_draws_move_is_refused():
     """Credibility by agreement: of three fitted surfaces, the one another fit agrees with is kept;
     three that disagree give nothing, whatever their support."""

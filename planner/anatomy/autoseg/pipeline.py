@@ -282,7 +282,8 @@ class _Run:
                     self.notes.append(f"{side} lung: the lobes through the fissure points given are implausible "
                                       f"({fits[side].notes[-1]}): no lobes, crossings there are not counted")
                 else:
-                    self.notes.append(f"fissures not found credibly in the {side} lung: crossings there are not counted "
+                    self.notes.append(f"fissures not found credibly in the {side} lung: crossings there are not counted"
+                                      f"{_fis.thick_slice_hint(self.ct.spacing)} "
                                       "(to count them, give points on its fissures with --fissure-points, or add its "
                                       f"lobes, e.g. TotalSegmentator's lung_*_lobe_{side}, to the structures folder "
                                       "and plan with --structures)")
