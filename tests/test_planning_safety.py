@@ -513,11 +513,20 @@ def test_chest_ct_lung_biopsy_of_the_right_lung_mass(chest_segmented):
         assert t.entry[0] < 0  # LPS: x grows to the patient's left
         # fissures are counted, and the count is the one an independent walk along the path finds
         assert t.metrics["fissures"] == _independent_fissure_count(sset, ct, t.entry, tgt)
-        # where that lung got no lobes, the path says how much of it runs where crossings are unknown
+        # where a lung got neither lobes nor fissure sheets, the path says how much of it runs where
+        # crossings are unknown; where it has either, none of it is unknown
+        fissures = sset.mask("lung_fissures") if "lung_fissures" in sset else np.zeros(ct.shape, bool)
         for side in ("left", "right"):
-            if not any(s.name.endswith(f"_lobe_{side}") for s in sset) and f"lung_{side}" in sset:
-                walked = _lung_length_mm(sset.mask(f"lung_{side}"), ct, t.entry, tgt)
+            if f"lung_{side}" not in sset:
+                continue
+            lung = sset.mask(f"lung_{side}")
+            known = any(s.name.endswith(f"_lobe_{side}") for s in sset) or (fissures & lung).any()
+            walked = _lung_length_mm(lung, ct, t.entry, tgt)
+            if not known:
                 assert walked == 0 or t.metrics["lung_mm_fissures_unknown"] >= walked - 2.0, (t.rank, walked)
+        if all(any(s.name.endswith(f"_lobe_{side}") for s in sset) or (fissures & sset.mask(f"lung_{side}")).any()
+               for side in ("left", "right")):
+            assert t.metrics["lung_mm_fissures_unknown"] == 0
         describe(t, sset, preset, target.label, target.diameter_mm)
         assert t.limiting  # e.g. "closest: ribs_right at 4.1 mm"
     # the structures the plan saw include what it had to avoid

@@ -276,8 +276,11 @@ class _Run:
             for side, m in (("left", lf), ("right", rf)):
                 if not m.any():
                     continue
-                if side in self.lobe_sides:
+                second = fits[side].floor is not None and fits[side].steep is not None
+                if side in self.lobe_sides or second:
                     out |= _fis.surface_sheet(m, self.ct.affine, fits[side])
+                    if second:
+                        self.notes.append(_second_look_note(side, fits[side], side in self.lobe_sides))
                 elif side in self.point_fits():
                     self.notes.append(f"{side} lung: the lobes through the fissure points given are implausible "
                                       f"({fits[side].notes[-1]}): no lobes, crossings there are not counted")
@@ -289,6 +292,17 @@ class _Run:
                                       "and plan with --structures)")
             self.full["lung_fissures"] = out
         return self.full["lung_fissures"]
+
+
+def _second_look_note(side: str, fits: _fis.LungFissures, named: bool) -> str:
+    """What a plan must say of fissures found by the second look (see ``fissures.fit_floor_steep``)."""
+    ridges = "; ".join(n for n in fits.notes if "ridge in the CT" in n)
+    lobes = ("its lobes are named from them" if named else
+             f"the lobes they cut are not named ({fits.notes[-1]})")
+    return (f"{side} lung: its fissures were found by a second look, as one near-horizontal sheet (the minor "
+            f"fissure and the upper part of the oblique one) and the steep lower part of the oblique fissure "
+            f"({ridges}); {lobes}. Crossings are counted; these surfaces may lie several millimetres off the "
+            "fissure in places: check on the CT where a needle passes close to one")
 
 
 #: A point given on a fissure may lie this far (mm) outside the lung masks (a click on the pleura).
