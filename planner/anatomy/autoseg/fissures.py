@@ -496,7 +496,7 @@ def _first_look(hu, lung, spacing, affine, axes_lps, side: str, cands) -> LungFi
     ev_pts = _lps(lidx[rng.choice(len(lidx), min(len(lidx), 100000), replace=False)], affine)
     dense_pts = _lps(lidx[rng.choice(len(lidx), min(len(lidx), 400000), replace=False)], affine)
     pts, nl = _lps(cands[0], affine), cands[1]
-    assert out.oblique is not None
+    assert isinstance(out.oblique, Surface)
     obl = _oblique_normals(nl)
     grid = _refine_grid(out.oblique.coef, OBLIQUE_AXES, pts[obl], nl[obl], ev_pts)
     good, said = _credible(grid, (pts, nl), ev_pts, dense_pts, hu, affine, f"{side} oblique fissure")
@@ -505,7 +505,7 @@ def _first_look(hu, lung, spacing, affine, axes_lps, side: str, cands) -> LungFi
         out.oblique = out.minor = None
         return out
     out.oblique = grid
-    if out.minor is not None:
+    if isinstance(out.minor, Surface):
         def upper_front(p):
             return p[grid.above(p) & (p[:, 1] < np.median(ev_pts[:, 1]))]
 
