@@ -199,16 +199,6 @@ def _terms(u: np.ndarray, v: np.ndarray, order: int) -> np.ndarray:
     return np.stack(cols, axis=-1)
 
 
-def _oblique_uvw(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """LPS points -> (x, a, b): b across the oblique fissure (upper lobe at larger b)."""
-    x, y, z = p[..., 0], p[..., 1], p[..., 2]
-    return x, (z + y) * _S2, (z - y) * _S2
-
-
-def _minor_uvw(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return p[..., 0], p[..., 1], p[..., 2]
-
-
 def _axes_frame(axes: np.ndarray):
     """LPS points -> (u, v, w) along the rows of ``axes``."""
     def frame(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -217,11 +207,14 @@ def _axes_frame(axes: np.ndarray):
     return frame
 
 
-#: Frames (rows u, v, w in LPS) of the surfaces: the oblique fissure (as ``_oblique_uvw``), the
-#: floor of the upper lobe and the minor fissure (z over x, y), the steep part (y over x, z).
+#: Frames (rows u, v, w in LPS) of the surfaces: the oblique fissure (x, a, b with b across it,
+#: the upper lobe at larger b), the floor of the upper lobe and the minor fissure (z over x, y),
+#: the steep part (y over x, z).
 OBLIQUE_AXES = np.array([[1.0, 0.0, 0.0], [0.0, _S2, _S2], [0.0, -_S2, _S2]])
 FLOOR_AXES = np.eye(3)
 STEEP_AXES = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+_oblique_uvw = _axes_frame(OBLIQUE_AXES)
+_minor_uvw = _axes_frame(FLOOR_AXES)
 
 
 def _lps(idx: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -506,10 +499,12 @@ def _first_look(hu, lung, spacing, affine, axes_lps, side: str, cands) -> LungFi
         return out
     out.oblique = grid
     if isinstance(out.minor, Surface):
-        def upper_front(p):
-            return p[grid.above(p) & (p[:, 1] < np.median(ev_pts[:, 1]))]
+        y_mid = np.median(ev_pts[:, 1])
 
-        hor = (np.abs(nl[:, 2]) > MINOR_MIN_NORMAL_Z) & grid.above(pts) & (pts[:, 1] < np.median(ev_pts[:, 1]))
+        def upper_front(p):
+            return p[grid.above(p) & (p[:, 1] < y_mid)]
+
+        hor = (np.abs(nl[:, 2]) > MINOR_MIN_NORMAL_Z) & grid.above(pts) & (pts[:, 1] < y_mid)
         minor = _refine_grid(out.minor.coef, FLOOR_AXES, pts[hor], nl[hor], upper_front(ev_pts))
         good, said = _credible(minor, (pts, nl), upper_front(ev_pts), upper_front(dense_pts), hu, affine,
                                "right minor fissure")
@@ -556,50 +551,48 @@ def _distance_normal(signed, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return signed(p) / g, grad / g[:, None]
 
 
-def _support_contrast(signed, uv, cands: tuple, lung_pts: np.ndarray) -> tuple[float, float]:
-    """The surface's support (see SHEET_MIN_SUPPORT) and the best support of its moved copies.
-    ``uv(p)``: the surface's own 2D coordinates of points, to cut it into cells."""
+def _grid_signed(surf: GridSurface):
+    """``p -> w(p) - G(u(p), v(p))``: zero on the surface."""
+    def f(p):
+        u, v, w = surf.frame(p)
+        return w - surf.w(u, v)
+    return f
+
+
+def _support_contrast(surf: GridSurface, cands: tuple, lung_pts: np.ndarray) -> tuple[float, float]:
+    """The surface's support (see SHEET_MIN_SUPPORT) and the best support of its moved copies;
+    cells are cut in the surface's own (u, v)."""
     pts, nrm = cands
+    signed = _grid_signed(surf)
     dl, _ = _distance_normal(signed, lung_pts)
     dc, ns = _distance_normal(signed, pts)
     agree = np.abs(np.sum(ns * nrm, axis=1)) > SHEET_NORMAL_COS
-    ul, vl = uv(lung_pts)
-    uc, vc = uv(pts)
 
-    def key(u, v):
+    def key(p):
+        u, v, _ = surf.frame(p)
         return np.floor(u / SHEET_CELL_MM).astype(np.int64) * 1_000_003 + np.floor(v / SHEET_CELL_MM).astype(np.int64)
 
-    kl, kc = key(ul, vl), key(uc, vc)
+    kl, kc = key(lung_pts), key(pts)
 
     def at(shift: float) -> float:
-        surf = np.unique(kl[np.abs(dl - shift) < SUPPORT_MM])
+        cells = np.unique(kl[np.abs(dl - shift) < SUPPORT_MM])
         hit = np.unique(kc[agree & (np.abs(dc - shift) < SHEET_NEAR_MM)])
-        return len(np.intersect1d(hit, surf)) / max(1, len(surf))
+        return len(np.intersect1d(hit, cells)) / max(1, len(cells))
 
     return at(0.0), max(at(d) for d in SHEET_SHIFTS_MM)
 
 
-def _evidence(signed, uv, cands: tuple, lung_pts: np.ndarray, what: str) -> tuple[bool, str]:
-    """Whether a fitted surface is supported well enough (SHEET_MIN_SUPPORT, SHEET_CONTRAST), and
-    the note that says so."""
-    on, moved = _support_contrast(signed, uv, cands, lung_pts)
-    good = on >= SHEET_MIN_SUPPORT and on >= SHEET_CONTRAST * moved
-    return good, (f"{what}: support {on:.2f}, {moved:.2f} for the same surface moved "
-                  f"{min(abs(d) for d in SHEET_SHIFTS_MM):g}-{max(abs(d) for d in SHEET_SHIFTS_MM):g} mm"
-                  + ("" if good else "; too weak"))
-
-
-def _ridge_hu(signed, hu: np.ndarray, affine: np.ndarray, lung_pts: np.ndarray,
+def _ridge_hu(dist: np.ndarray, nrm: np.ndarray, pts: np.ndarray, hu: np.ndarray, affine: np.ndarray,
               shift: float = 0.0) -> tuple[float, int]:
     """Median HU on a surface (moved ``shift`` mm along its normal) minus the mean of the medians
-    RIDGE_SIDE_MM to either side, over the profiles across it (through ``lung_pts`` within 1 mm of
-    it) that stay clear of anything denser than RIDGE_CLEAR_HU; and how many profiles that is."""
-    d, n = _distance_normal(signed, lung_pts)
-    near = np.abs(d - shift) < 1.0
+    RIDGE_SIDE_MM to either side, over the profiles across it (through the ``pts`` within 1 mm of
+    it, whose signed distances and normals :func:`_distance_normal` gave) that stay clear of
+    anything denser than RIDGE_CLEAR_HU; and how many profiles that is."""
+    near = np.abs(dist - shift) < 1.0
     if not near.any():
         return float("-inf"), 0
-    n = n[near]
-    q = lung_pts[near] - (d[near] - shift)[:, None] * n  # onto the (moved) surface
+    n = nrm[near]
+    q = pts[near] - (dist[near] - shift)[:, None] * n  # onto the (moved) surface
     to_ijk = np.linalg.inv(affine)
     offs = np.arange(-RIDGE_SIDE_MM, RIDGE_SIDE_MM + 0.5, 1.0)
     prof = np.empty((len(q), len(offs)), np.float32)
@@ -615,26 +608,23 @@ def _ridge_hu(signed, hu: np.ndarray, affine: np.ndarray, lung_pts: np.ndarray,
 
 def _credible(surf: GridSurface, cands: tuple, lung_pts: np.ndarray, dense_pts: np.ndarray, hu: np.ndarray,
               affine: np.ndarray, what: str) -> tuple[bool, list[str]]:
-    """Whether a fitted surface is a fissure: supported by the candidates (LPS points, normals)
-    clearly better than its moved copies (:func:`_evidence`, cells from ``lung_pts``) and on a dense
-    ridge in the CT (:func:`_ridge_hu`, profiles through ``dense_pts``); and the notes that say so."""
-    signed = _grid_signed(surf)
-    good, said = _evidence(signed, lambda p: surf.frame(p)[:2], cands, lung_pts, what)
+    """Whether a fitted surface is a fissure, and the notes that say so: supported by the candidates
+    (LPS points, normals) at SHEET_MIN_SUPPORT and SHEET_CONTRAST times its moved copies (cells from
+    ``lung_pts``), and on a dense ridge in the CT (:func:`_ridge_hu`, profiles through ``dense_pts``)."""
+    on, moved = _support_contrast(surf, cands, lung_pts)
+    good = on >= SHEET_MIN_SUPPORT and on >= SHEET_CONTRAST * moved
+    said = (f"{what}: support {on:.2f}, {moved:.2f} for the same surface moved "
+            f"{min(abs(d) for d in SHEET_SHIFTS_MM):g}-{max(abs(d) for d in SHEET_SHIFTS_MM):g} mm"
+            + ("" if good else "; too weak"))
     if not good:
         return False, [said]
-    on, n = _ridge_hu(signed, hu, affine, dense_pts)
-    moved = max(_ridge_hu(signed, hu, affine, dense_pts, d)[0] for d in (-RIDGE_MOVED_MM, RIDGE_MOVED_MM))
+    dist, nrm = _distance_normal(_grid_signed(surf), dense_pts)
+    on, n = _ridge_hu(dist, nrm, dense_pts, hu, affine)
+    moved = max(_ridge_hu(dist, nrm, dense_pts, hu, affine, d)[0] for d in (-RIDGE_MOVED_MM, RIDGE_MOVED_MM))
     good = on >= RIDGE_MIN_HU and on >= moved + RIDGE_MARGIN_HU
     shown = "no clear profiles" if not np.isfinite(on) else f"{on:+.0f} HU over {n} profiles"
     return good, [said, f"{what}: ridge in the CT {shown}, {moved:+.0f} HU moved {RIDGE_MOVED_MM:g} mm"
                   + ("" if good else "; too weak")]
-
-
-def _grid_signed(surf: GridSurface):
-    def f(p):
-        u, v, w = surf.frame(p)
-        return w - surf.w(u, v)
-    return f
 
 
 def _grid_fits(pts, nrm, axes, ok_normal, lung_pts, what: str) -> tuple[GridSurface | None, str]:
@@ -667,8 +657,8 @@ def fit_floor_steep(hu, cands, lung: np.ndarray, affine: np.ndarray, side: str) 
     of the upper lobe (a graph z = f(x, y)); below it the oblique fissure turns steeply down to the
     diaphragm (a graph y = g(x, z)). Both are fitted to the same plate candidates and refined on a
     grid; each is kept only when random draws agree on it (:func:`_grid_fits`), the candidates
-    support it better than its moved copies (:func:`_evidence`) and the CT shows a dense ridge
-    along it (:func:`_ridge_hu`)."""
+    support it better than its moved copies and the CT shows a dense ridge along it
+    (:func:`_credible`)."""
     out = LungFissures(side)
     idx, nl, _ = cands
     lidx = np.argwhere(lung)

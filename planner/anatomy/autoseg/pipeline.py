@@ -276,7 +276,7 @@ class _Run:
             for side, m in (("left", lf), ("right", rf)):
                 if not m.any():
                     continue
-                second = fits[side].floor is not None and fits[side].steep is not None
+                second = fits[side].floor is not None  # the second look gives both surfaces or neither
                 if side in self.lobe_sides or second:
                     out |= _fis.surface_sheet(m, self.ct.affine, fits[side])
                     if second:
