@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import InputError
 
 
@@ -70,51 +71,67 @@ def save_png(pixels: np.ndarray, path: Path, marks: list[tuple[float, float]] = 
         draw.line([(c + 3, r), (c + 8, r)], fill=(255, 200, 0), width=1)
         draw.line([(c, r - 8), (c, r - 3)], fill=(255, 200, 0), width=1)
         draw.line([(c, r + 3), (c, r + 8)], fill=(255, 200, 0), width=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        im.save(tmp, format="PNG")
 
 
 def run_demo(out: Path) -> Iterator[str]:
-    """Run every demo case into ``out/<case>/``; yields one line of news per step."""
+    """Run every demo case into ``out/<case>/``; yields one line of news per step.
+
+    Each plan folder is written as a whole (see :func:`planner.workflow.plan_and_write`); the
+    case's first folder also gets an axial, coronal and sagittal PNG through the target."""
     from .images import load_image
-    from .images.reslice import WINDOWS, plane_through, window
 
     for case in demo_cases():
         image = load_image(case.ct)
         yield f"{case.id}: loaded {case.title}: {image!r}"
-        target = np.array(case.target_lps)
-        level, width = WINDOWS[case.info.get("window", "soft-tissue")]
-        extent = np.ptp(image.corners(), axis=0).max()
-        pixel_mm = min(float(image.spacing.min()), float(extent) / 512.0)  # about 512 pixels across
-        for plane in ("axial", "coronal", "sagittal"):
-            pixels, to_lps = plane_through(image, plane, target, pixel_mm=pixel_mm)  # type: ignore[arg-type]
-            col, row, _ = np.linalg.solve(to_lps, target)
-            path = out / case.id / "images" / f"{plane}.png"
-            save_png(window(pixels, level, width), path, [(float(col), float(row))])
-            yield f"{case.id}: wrote {path}"
-        yield from _plan_case(case, out / case.id)
+        yield from _plan_case(case, image, out / case.id)
 
 
-def _plan_case(case: DemoCase, out: Path) -> Iterator[str]:
+def _orthogonal_pngs(case: DemoCase, image: Any, folder: Path) -> list[Path]:
+    """An axial, coronal and sagittal PNG through the case's target, into ``folder/images``."""
+    from .images.reslice import WINDOWS, plane_through, window
+
+    target = np.array(case.target_lps)
+    level, width = WINDOWS[case.info.get("window", "soft-tissue")]
+    extent = np.ptp(image.corners(), axis=0).max()
+    pixel_mm = min(float(image.spacing.min()), float(extent) / 512.0)  # about 512 pixels across
+    written = []
+    for plane in ("axial", "coronal", "sagittal"):
+        pixels, to_lps = plane_through(image, plane, target, pixel_mm=pixel_mm)  # type: ignore[arg-type]
+        col, row, _ = np.linalg.solve(to_lps, target)
+        path = folder / "images" / f"{plane}.png"
+        save_png(window(pixels, level, width), path, [(float(col), float(row))])
+        written.append(path)
+    return written
+
+
+def _plan_case(case: DemoCase, image: Any, out: Path) -> Iterator[str]:
     """Plan the case's procedure into ``out``, and each of its ``also_procedures`` beside it
     (``out/../knee-synovial-biopsy`` for the knee case)."""
+    from .atomic import replace_folder
     from .planning import list_presets
-    from .workflow import run_plan
-
-    from .report import write_report_set
+    from .workflow import plan_and_write
 
     first = case.info.get("procedure")
     procedures = [first] + [p for p in case.info.get("also_procedures", []) if p != first]
+    pngs: list[Path] = []
     for n, procedure in enumerate(procedures):
+        where = out if n == 0 else out.with_name(procedure if procedure.startswith(f"{out.name}-")
+                                                 else f"{out.name}-{procedure}")
+        also = (lambda folder: pngs.extend(_orthogonal_pngs(case, image, folder))) if n == 0 else None
         if procedure not in list_presets():
             yield f"{case.id}: no plan for {procedure!r} (no such preset)"
+            if also is not None:
+                with replace_folder(where) as staging:
+                    also(staging)
             continue
-        name = procedure if procedure.startswith(f"{out.name}-") else f"{out.name}-{procedure}"
-        where = out if n == 0 else out.with_name(name)
-        run = run_plan(case.ct, procedure, where, structures=case.folder / case.info["structures"],
-                       target_label=case.info["target"]["label"])
+        run, rs = plan_and_write(case.ct, procedure, where, dicom=True, also=also,
+                                 structures=case.folder / case.info["structures"],
+                                 target_label=case.info["target"]["label"])
+        for path in pngs:
+            yield f"{case.id}: wrote {where / 'images' / path.name}"
+        pngs.clear()
         best = run.result.trajectories[0] if run.result.trajectories else None
         if best is None:
             yield f"{case.id}: {procedure}: NO SAFE TRAJECTORY; " + "; ".join(run.result.explanation)
@@ -122,6 +139,5 @@ def _plan_case(case: DemoCase, out: Path) -> Iterator[str]:
             approach = f" ({run.preset.approach.id})" if run.preset.approach else ""
             yield (f"{case.id}: planned {procedure}{approach}: {len(run.result.trajectories)} trajectories, best depth "
                    f"{best.length_mm:.1f} mm, {best.limiting}; wrote {where / 'plan.json'}")
-        rs = write_report_set(where, run.ct, run.structures, dicom=True, target=run.target, body=run.body)
         yield f"{case.id}: wrote the report set: {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, " \
               f"{len(rs.meshes)} meshes, {len(rs.dicom)} DICOM objects"

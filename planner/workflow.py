@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .anatomy import StructureSet, load_structures, segment_ct
+from .atomic import atomic_path, replace_folder
 from .anatomy.autoseg import body_of
 from .anatomy.fissure_points import read_fissure_points
 from .anatomy.slicer_seg import save_slicer_seg
@@ -141,6 +142,36 @@ def run_plan(
     return PlanRun(ct, sset, resolved[0], preset, results[0], doc, out_dir, resolved, results, body)
 
 
+def plan_and_write(ct_path: str | os.PathLike[str], procedure: str, out: str | os.PathLike[str], *,
+                   dicom: bool = False, anonymize: bool = False,
+                   also: Callable[[Path], Any] | None = None, **options: Any) -> tuple[PlanRun, Any]:
+    """Plan (:func:`run_plan`, same ``options``) and write the whole plan folder ``out`` as one piece.
+
+    ``out`` is checked (creatable, not somebody's other folder, not being written by another
+    run) before any work; everything (``plan.json``, risk maps, structures, the report set,
+    with ``dicom`` the DICOM objects, and what ``also(folder)`` adds) is written into a hidden
+    sibling that replaces ``out`` only when all of it is written. A run that fails or is killed
+    leaves the previous plan folder as it was; a new plan never mixes with an old one's files.
+    Returns the run and its :class:`~planner.report.ReportSet`, both pointing into ``out``.
+    """
+    from .report import write_report_set
+
+    if dicom:
+        from .images import source_kind
+
+        if source_kind(ct_path) != "dicom":
+            raise InputError(f"{ct_path}: --dicom files the report in the CT's study, so the CT must be given as DICOM")
+    dest = Path(out)
+    with replace_folder(dest) as staging:
+        run = run_plan(ct_path, procedure, staging, **options)
+        rs = write_report_set(staging, run.ct, run.structures, dicom=dicom, anonymize=anonymize,
+                              target=run.target, body=run.body)
+        if also is not None:
+            also(staging)
+    run.out = dest
+    return run, rs.moved(staging, dest)
+
+
 def _resolve_target(ct: Image, sset: StructureSet, kind: str, text: str) -> Target:
     if kind == "point":
         return target_at_point(ct, parse_point(text))
@@ -188,8 +219,6 @@ def write_probe_view(image: Image, trajectory: Any, path: Path, pixel_mm: float 
     draw.text((20, h - 38), "1 cm", fill=(255, 255, 255))
     draw.text((10, 10), f"probe plane: depth {probe.target_depth_mm:.0f} mm, needle {probe.needle_angle_deg:.0f} deg "
               f"to the skin", fill=(255, 255, 255))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        im.save(tmp, format="PNG")
     return path

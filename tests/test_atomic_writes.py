@@ -17,8 +17,8 @@ import pytest
 # plan folder uses: plan.json (write_json_atomic) and every report file (write_bytes_atomic).
 CHILD = r"""
 import sys
-from planner.planning.output import write_json_atomic
-from planner.report.atomic import write_bytes_atomic
+from planner.atomic import write_json_atomic
+from planner.atomic import write_bytes_atomic
 folder = sys.argv[1]
 docs = [{"schema": "planner.plan/1", "version": v, "pad": [v] * 400_000} for v in (1, 2)]
 blobs = [bytes([v]) * 3_000_000 for v in (1, 2)]
@@ -32,8 +32,8 @@ while True:
 
 
 def test_killed_writer_leaves_old_or_new_file(tmp_path: Path) -> None:
-    from planner.planning.output import write_json_atomic
-    from planner.report.atomic import write_bytes_atomic
+    from planner.atomic import write_json_atomic
+    from planner.atomic import write_bytes_atomic
 
     write_json_atomic({"schema": "planner.plan/1", "version": 0, "pad": []}, tmp_path / "plan.json")
     write_bytes_atomic(b"\0" * 10, tmp_path / "report.pdf")
@@ -60,7 +60,7 @@ def test_killed_writer_leaves_old_or_new_file(tmp_path: Path) -> None:
 
 
 def test_atomic_path_removes_its_temporary_on_error(tmp_path: Path) -> None:
-    from planner.report.atomic import atomic_path
+    from planner.atomic import atomic_path
 
     (tmp_path / "a.txt").write_text("old")
     with pytest.raises(RuntimeError):

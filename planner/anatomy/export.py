@@ -6,12 +6,12 @@ back with ``--structures``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..images import Image, save_image
 from .structures import StructureSet
 
@@ -43,8 +43,6 @@ def save_structures_folder(sset: StructureSet, folder: str | os.PathLike[str], i
         ],
         "empty": sorted(set(sset.empty) - set(sset.names())),
     }
-    tmp = out / ".structures.json.tmp"
-    tmp.write_text(json.dumps(index, indent=2))
-    os.replace(tmp, out / "structures.json")
+    write_json_atomic(index, out / "structures.json")
     written.append(out / "structures.json")
     return written

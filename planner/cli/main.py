@@ -72,6 +72,16 @@ class _Progress:
             self._what = ""
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: at least 1")
+    return n
+
+
 def _modality(value: str) -> str | None:
     return None if value.lower() == "any" else value.upper()
 
@@ -187,23 +197,19 @@ class _TargetAction(argparse.Action):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..workflow import run_plan
+    from ..workflow import plan_and_write
 
     specs = list(args.targets)
     if not specs:
         print("planner plan: give a target: --target X,Y,Z, --target-label NAME, --seed X,Y,Z or --target-joint NAME",
               file=sys.stderr)
         return EXIT_INPUT
-    if args.dicom:
-        from ..images import source_kind
-
-        if source_kind(args.ct) != "dicom":
-            raise InputError(f"{args.ct}: --dicom files the report in the CT's study, so the CT must be given as DICOM")
     progress = _Progress()
     try:
-        run = run_plan(args.ct, args.procedure, args.out, structures=args.structures, targets=specs,
-                       series_uid=args.series, n_best=args.n, approach=args.approach, side=args.side,
-                       modality=args.modality, fissure_points=args.fissure_points, progress=progress)
+        run, rs = plan_and_write(args.ct, args.procedure, args.out, dicom=args.dicom, anonymize=args.anonymize,
+                                 structures=args.structures, targets=specs, series_uid=args.series, n_best=args.n,
+                                 approach=args.approach, side=args.side, modality=args.modality,
+                                 fissure_points=args.fissure_points, progress=progress)
     finally:
         progress.close()
     for target, result in zip(run.targets, run.results):
@@ -211,19 +217,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for note in run.structures.notes:
         print(f"note: {note}")
     print(f"wrote {run.out / 'plan.json'}")
-    _write_reports(run, args.dicom, args.anonymize)
-    return EXIT_OK if run.ok else EXIT_NO_SAFE_PATH
-
-
-def _write_reports(run: Any, dicom: bool, anonymize: bool) -> None:
-    """The report set of issue 6 (report.pdf/.html, markups, meshes, DICOM) beside plan.json."""
-    from ..report import write_report_set
-
-    rs = write_report_set(run.out, run.ct, run.structures, dicom=dicom, anonymize=anonymize,
-                          target=run.target, body=run.body)
     print(f"wrote {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, {len(rs.meshes)} meshes"
           + (f", {len(rs.dicom)} DICOM objects in {rs.dicom[0].parent}" if rs.dicom else "")
-          + (" (de-identified)" if anonymize else ""))
+          + (" (de-identified)" if args.anonymize else ""))
+    return EXIT_OK if run.ok else EXIT_NO_SAFE_PATH
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -387,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--procedure", required=True, help="procedure preset id (see planner procedures)")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
-    q.add_argument("--n", type=int, default=5, help="number of distinct trajectories to keep (default 5)")
+    q.add_argument("--n", type=_positive_int, default=5, help="number of distinct trajectories to keep (default 5)")
     q.add_argument("--modality", choices=["CT", "MR"], default="CT",
                    help="modality of the scan given with --ct (default CT; MR needs --structures)")
     q.add_argument("--approach", help="the preset's approach (see planner procedures; default its first)")

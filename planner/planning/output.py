@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import __version__
 from ..anatomy.target import Target
+from ..atomic import atomic_path, write_json_atomic  # noqa: F401  (write_json_atomic: used by callers)
 from ..errors import InputError
 from ..images import Image
 from .engine import PlanResult
@@ -89,23 +90,9 @@ def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult,
     }
 
 
-def write_json_atomic(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
-
-
 def write_risk_map(result: PlanResult, path: str | os.PathLike[str]) -> None:
     """Every candidate entry (LPS), its score (NaN if infeasible) and its rejection reason."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}.npz")
     rm = result.risk_map
-    np.savez_compressed(tmp, entries_lps=rm["entries"].astype(np.float32), score=rm["score"].astype(np.float32),
-                        reason=rm["reason"].astype("U40"))
-    os.replace(tmp, p)
+    with atomic_path(path, ".npz") as tmp:
+        np.savez_compressed(tmp, entries_lps=rm["entries"].astype(np.float32), score=rm["score"].astype(np.float32),
+                            reason=rm["reason"].astype("U40"))

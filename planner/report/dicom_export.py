@@ -27,7 +27,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from .anonymize import UidMap, anonymize_dataset
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Mapping
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 from .facts import Bullets, KeyValues, ReportFacts, Table
 from .images import image_title
 

@@ -24,8 +24,8 @@ from scipy import ndimage
 from ..anatomy.registry import StructureClass, colour_of
 from ..anatomy.structures import Structure, StructureSet
 from ..images import Image
-from ..images.reslice import WINDOWS, plane_axes, plane_through, window
-from .atomic import write_bytes_atomic
+from ..images.reslice import WINDOWS, plane_axes, window
+from ..atomic import write_bytes_atomic
 
 SCENE_IMAGES = ("planning_slice", "bullseye", "progression", "overview_3d")
 SCENE_TITLES = {

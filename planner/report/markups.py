@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 
 SCHEMA_ID = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
              "markups-schema-v1.0.3.json#")

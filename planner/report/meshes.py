@@ -21,7 +21,7 @@ import numpy as np
 
 from ..anatomy.registry import StructureClass
 from ..anatomy.structures import Structure, StructureSet
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 #: Classes without a useful surface of their own in a plan (the body is the whole patient).
 SKIPPED = (StructureClass.BODY,)

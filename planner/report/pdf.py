@@ -12,7 +12,7 @@ from typing import Mapping
 from xml.sax.saxutils import escape
 
 from ..errors import MissingDependencyError
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .facts import Bullets, KeyValues, ReportFacts, Table
 from .images import image_title
 

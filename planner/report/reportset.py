@@ -50,6 +50,15 @@ class ReportSet:
     def all(self) -> list[Path]:
         return [self.pdf, self.html, *self.markups, *self.images.values(), *self.meshes, *self.dicom]
 
+    def moved(self, old: Path, new: Path) -> "ReportSet":
+        """The same files once the folder ``old`` they were written in has become ``new``."""
+        def m(p: Path) -> Path:
+            return Path(new) / Path(p).relative_to(old)
+
+        return ReportSet(m(self.plan_dir), m(self.pdf), m(self.html), [m(p) for p in self.markups],
+                         {k: m(v) for k, v in self.images.items()}, [m(p) for p in self.meshes],
+                         [m(p) for p in self.dicom])
+
 
 def identify(doc: dict[str, Any], ct: Image) -> dict[str, Any]:
     """Add the patient and study identifiers of the CT and the procedure's title to ``doc`` (in place)."""

@@ -109,11 +109,11 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike[str]) -> Path:
     """Write an RGB array as PNG atomically (temporary file, then rename)."""
     from PIL import Image as PILImage
 
+    from ..atomic import atomic_path
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    PILImage.fromarray(rgb, mode="RGB").save(tmp, format="PNG")
-    os.replace(tmp, p)
+    with atomic_path(p, ".png") as tmp:
+        PILImage.fromarray(rgb, mode="RGB").save(tmp, format="PNG")
     return p
 
 
