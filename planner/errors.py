@@ -22,3 +22,16 @@ class GeometryError(InputError):
 
 class MissingDependencyError(PlannerError, ImportError):
     """An optional back end is needed but not installed; the message says what to install."""
+
+
+def brief(detail: object, limit: int = 160) -> str:
+    """``detail`` (an exception, a value from a file) fit for a one-line message: control
+    characters and line breaks as escapes or spaces, runs of blanks as one, cut to ``limit``
+    characters with "..." where something was left out."""
+    if isinstance(detail, BaseException):
+        text = str(detail) or type(detail).__name__
+    else:
+        text = str(detail)
+    text = " ".join(text.split())
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from ..images import Image
 from ..images.resample import resample_to_grid
 from .placing import Colour, extent_text, extents_overlap, grid_corners, on_ct_grid, structure_name, unique_name
@@ -42,10 +42,12 @@ def _sop_class_of(path: Path) -> str | None:
 
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError):
+        meta = getattr(ds, "file_meta", None)
+        uid = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    except (InvalidDicomError, OSError):
         return None
-    meta = getattr(ds, "file_meta", None)
-    uid = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    except Exception as exc:  # a DICOM preamble, then a header pydicom cannot parse
+        raise InputError(f"{path}: corrupt or truncated DICOM file ({type(exc).__name__}: {brief(exc)})") from None
     return str(uid) if uid else None
 
 
@@ -74,7 +76,7 @@ def find_dicom_structures(path: str | os.PathLike[str]) -> tuple[str, Path] | No
         if uid is None:
             return None
         if uid not in _KINDS:
-            raise InputError(f"{p}: a DICOM file of SOP class {uid}, not a segmentation (SEG) or RT structure set")
+            raise InputError(f"{p}: a DICOM file of SOP class {brief(uid, 70)}, not a segmentation (SEG) or RT structure set")
         return _KINDS[uid], p
     if not p.is_dir() or any(f.name.endswith((".nii", ".nii.gz")) for f in p.iterdir()):
         return None
@@ -248,21 +250,30 @@ def load_dicom_seg(path: str | os.PathLike[str], ct: Image) -> StructureSet:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"{file}: not a readable DICOM SEG ({type(exc).__name__}: {exc})") from None
-    fr, ct_fr = str(seg.get("FrameOfReferenceUID", "") or ""), ct.meta.frame_of_reference_uid
+        raise InputError(f"{file}: not a readable DICOM SEG ({type(exc).__name__}: {brief(exc)})") from None
+    try:
+        fr, ct_fr = str(seg.get("FrameOfReferenceUID", "") or ""), ct.meta.frame_of_reference_uid
+        refs = {brief(s.get("SeriesInstanceUID", ""), 70) for s in seg.get("ReferencedSeriesSequence", [])} - {""}
+        frames, corners = _frame_geometry(seg, file)
+    except InputError:
+        raise
+    except Exception as exc:  # values pydicom cannot convert, attributes missing
+        raise InputError(f"{file}: the SEG's header cannot be read ({type(exc).__name__}: {brief(exc)})") from None
     if fr and ct_fr and fr != ct_fr:
-        raise InputError(f"{file}: frame of reference {fr} differs from the CT's {ct_fr}; the SEG belongs to another scan")
-    refs = {str(s.get("SeriesInstanceUID", "")) for s in seg.get("ReferencedSeriesSequence", [])} - {""}
+        raise InputError(f"{file}: frame of reference {brief(fr, 70)} differs from the CT's {ct_fr}; "
+                         "the SEG belongs to another scan")
     ct_series = ct.meta.series_instance_uid
     other_series = bool(refs and ct_series and ct_series not in refs)
-    frames, corners = _frame_geometry(seg, file)
     if not extents_overlap(corners, ct):
         why = f"references series {sorted(refs)[0]}, not the CT's {ct_series}, and its" if other_series else "its"
         raise InputError(
             f"{file}: the SEG {why} masks ({extent_text(corners)}) do not overlap the CT ({extent_text(ct.corners())})"
         )
     fractional = str(seg.get("SegmentationType", "")) == "FRACTIONAL"
-    geometry = seg.get_volume_geometry()
+    try:
+        geometry = seg.get_volume_geometry()
+    except Exception as exc:
+        raise InputError(f"{file}: the SEG's frame geometry cannot be read ({type(exc).__name__}: {brief(exc)})") from None
     sset = StructureSet.for_image(ct)
     taken: set[str] = set()
     outside: list[str] = []
@@ -278,8 +289,9 @@ def load_dicom_seg(path: str | os.PathLike[str], ct: Image) -> StructureSet:
             else:
                 on_ct = _segment_by_frames(seg, number, frames, ct, fractional)
                 has_voxels = any(f["segment"] in (number, None) for f in frames)
-        except (ValueError, RuntimeError, KeyError, IndexError) as exc:
-            raise InputError(f"{file}: segment {number} ({label!r}) cannot be decoded ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # highdicom on a corrupt file: sqlite, numpy, pydicom errors alike
+            raise InputError(f"{file}: segment {number} ({brief(repr(label), 70)}) cannot be decoded "
+                             f"({type(exc).__name__}: {brief(exc)})") from None
         if on_ct is None or not on_ct.any():
             sset.empty.append(name)
             if has_voxels:

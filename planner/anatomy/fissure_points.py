@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 
 KINDS = {"oblique": ("oblique", "major"), "minor": ("minor", "horizontal")}
 
@@ -36,28 +36,42 @@ def read_fissure_points(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise InputError(f"{p}: no such fissure points file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{p}: not a 3D Slicer markups file (.mrk.json): {e}") from None
+        raise InputError(f"{p}: not a 3D Slicer markups file (.mrk.json): {brief(e)}") from None
+    except RecursionError:
+        raise InputError(f"{p}: not a 3D Slicer markups file (.mrk.json): JSON nested too deeply") from None
     markups = doc.get("markups") if isinstance(doc, dict) else None
     if not isinstance(markups, list) or not markups:
         raise InputError(f"{p}: no markups in it (expected a 3D Slicer .mrk.json with points on the fissures)")
     out: dict[str, list[list[float]]] = {"oblique": [], "minor": []}
-    for m in markups:
+    for n, m in enumerate(markups):
+        points = m.get("controlPoints") if isinstance(m, dict) else None
+        if not isinstance(m, dict) or not isinstance(points, (list, type(None))):
+            raise InputError(f"{p}: markup {n + 1} is not a markup with a list of control points")
+        name = brief(repr(m.get("name", "")), 60)
         system = str(m.get("coordinateSystem", "LPS")).upper()
         if system not in ("LPS", "RAS"):
-            raise InputError(f"{p}: markup {m.get('name', '')!r}: coordinate system {system!r} is not LPS or RAS")
+            raise InputError(f"{p}: markup {name}: coordinate system {brief(repr(system), 40)} is not LPS or RAS")
         flip = np.array([-1.0, -1.0, 1.0]) if system == "RAS" else np.ones(3)
         whole = _kind(str(m.get("name", "")))
-        for cp in m.get("controlPoints") or []:
+        for cp in points or []:
+            if not isinstance(cp, dict):
+                raise InputError(f"{p}: markup {name}: a control point is not an object")
             if cp.get("positionStatus", "defined") != "defined":
                 continue
+            label = brief(repr(cp.get("label", "")), 60)
             kind = whole or _kind(str(cp.get("label", "")))
             if kind is None:
-                raise InputError(f"{p}: point {cp.get('label', '')!r} of markup {m.get('name', '')!r}: say which "
+                raise InputError(f"{p}: point {label} of markup {name}: say which "
                                  "fissure it is on in the markup's name or the point's label ('oblique' or 'minor')")
             pos = cp.get("position")
-            if not (isinstance(pos, list) and len(pos) == 3 and all(isinstance(x, (int, float)) for x in pos)):
-                raise InputError(f"{p}: point {cp.get('label', '')!r} has no position")
-            out[kind].append(list(np.asarray(pos, float) * flip))
+            try:
+                xyz = np.asarray(pos, float) if isinstance(pos, list) and not any(isinstance(x, bool) for x in pos) \
+                    else None
+            except (TypeError, ValueError, OverflowError):
+                xyz = None
+            if xyz is None or xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
+                raise InputError(f"{p}: point {label} has no position (three finite numbers)")
+            out[kind].append(list(xyz * flip))
     got = {k: np.asarray(v, float) for k, v in out.items() if v}
     if not got:
         raise InputError(f"{p}: no defined points on a fissure")

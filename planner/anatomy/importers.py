@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from ..images import Image
 from ..images.io import source_kind
 from ..images.nifti import load_nifti, nifti_label_table
@@ -84,12 +84,16 @@ def read_label_table(path: str | os.PathLike[str]) -> dict[int, str]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{p}: cannot read the label table ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: the label table is not UTF-8 text ({brief(exc)})") from None
     table: dict[int, str] = {}
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{p}: not valid JSON ({exc})") from None
+            raise InputError(f"{p}: not valid JSON ({brief(exc)})") from None
+        except RecursionError:
+            raise InputError(f"{p}: not a label table (JSON nested too deeply)") from None
         data = data.get("labels", data) if isinstance(data, dict) else data
         if not isinstance(data, dict):
             raise InputError(f"{p}: expected an object mapping label values to names")
@@ -98,7 +102,7 @@ def read_label_table(path: str | os.PathLike[str]) -> dict[int, str]:
             try:
                 table[int(k)] = str(name)
             except ValueError:
-                raise InputError(f"{p}: label value {k!r} is not an integer") from None
+                raise InputError(f"{p}: label value {brief(repr(k), 40)} is not an integer") from None
     else:
         dialect = "excel-tab" if "\t" in text else None
         lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

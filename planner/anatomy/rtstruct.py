@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from ..images import Image
 from .dicom_seg import add_structure, locate
 from .placing import structure_name, unique_name
@@ -26,9 +26,28 @@ PLANE_TOL = 0.5
 
 def _floats(value: Any, what: str) -> np.ndarray:
     try:
-        return np.asarray(value, dtype=float).reshape(-1)
-    except (TypeError, ValueError):
+        out = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{what} holds a value that is not a number") from None
+    if not np.all(np.isfinite(out)):
+        raise InputError(f"{what}: ContourData holds a value that is not finite")
+    return out
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{what}: {brief(repr(value), 40)} is not an integer") from None
+
+
+def _rgb(colour: Any) -> tuple[int, int, int] | None:
+    """ROIDisplayColor as three 0-255 integers; None when absent or malformed (colour is cosmetic)."""
+    try:
+        rgb = tuple(int(v) for v in colour)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return rgb[:3] if len(rgb) >= 3 and all(0 <= v <= 255 for v in rgb[:3]) else None  # type: ignore[return-value]
 
 
 def rasterise_contours(
@@ -90,7 +109,7 @@ def _check_frame(ds: Any, ct: Image, file: str) -> None:
     frames.discard("")
     if ct_fr and frames and ct_fr not in frames:
         raise InputError(
-            f"{file}: frame of reference {sorted(frames)[0]} differs from the CT's {ct_fr}; "
+            f"{file}: frame of reference {brief(sorted(frames)[0], 70)} differs from the CT's {ct_fr}; "
             f"the structure set belongs to another scan"
         )
 
@@ -123,13 +142,15 @@ def load_rtstruct(path: str | os.PathLike[str], ct: Image) -> StructureSet:
     file = locate(path, "rtstruct")
     try:
         ds = pydicom.dcmread(str(file))
+        ds.walk(lambda d, e: None)  # converts every value now: a corrupt one fails here
     except Exception as exc:
-        raise InputError(f"{file}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{file}: not a readable DICOM file ({type(exc).__name__}: {brief(exc)})") from None
     _check_frame(ds, ct, str(file))
     labels: dict[int, str] = {}
     for roi in ds.get("StructureSetROISequence", []):
         if "ROINumber" in roi:
-            labels[int(roi.ROINumber)] = str(roi.get("ROIName", "") or f"roi_{int(roi.ROINumber)}")
+            number = _int(roi.ROINumber, f"{file}: ROINumber")
+            labels[number] = str(roi.get("ROIName", "") or f"roi_{number}")
     items = list(ds.get("ROIContourSequence", []))
     if not items:
         raise InputError(f"{file}: the RT structure set has no ROIContourSequence (no contours)")
@@ -137,10 +158,10 @@ def load_rtstruct(path: str | os.PathLike[str], ct: Image) -> StructureSet:
     taken: set[str] = set()
     n_contours = n_outside = 0
     for item in items:
-        number = int(item.get("ReferencedROINumber", 0) or 0)
+        number = _int(item.get("ReferencedROINumber", 0), f"{file}: ReferencedROINumber")
         label = labels.get(number, f"roi_{number}")
         name = unique_name(structure_name(label), taken)
-        what = f"{file}: ROI {label!r}"
+        what = f"{file}: ROI {brief(repr(label), 60)}"
         contours = []
         for c in item.get("ContourSequence", []):
             if str(c.get("ContourGeometricType", "CLOSED_PLANAR")).upper() != "CLOSED_PLANAR":
@@ -152,10 +173,8 @@ def load_rtstruct(path: str | os.PathLike[str], ct: Image) -> StructureSet:
         mask, out = rasterise_contours(contours, ct, what)
         n_contours += len(contours)
         n_outside += out
-        colour = item.get("ROIDisplayColor")
-        rgb = tuple(int(v) for v in colour)[:3] if colour is not None and len(colour) >= 3 else None
-        add_structure(sset, name, mask, rgb, str(file))  # type: ignore[arg-type]
-    seen = {int(item.get("ReferencedROINumber", 0) or 0) for item in items}
+        add_structure(sset, name, mask, _rgb(item.get("ROIDisplayColor")), str(file))
+    seen = {_int(item.get("ReferencedROINumber", 0), f"{file}: ReferencedROINumber") for item in items}
     sset.empty.extend(unique_name(structure_name(lab), taken) for num, lab in labels.items() if num not in seen)
     if n_contours and not len(sset):
         raise InputError(
