@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from ..images import Image, geometry
+from ..images.image import check_voxel_count
 from .dicom_seg import add_structure
 from .placing import extent_text, extents_overlap, grid_corners, on_ct_grid, structure_name, unique_name
 from .structures import StructureSet
@@ -40,17 +41,19 @@ def _read(p: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     try:
         header = nrrd.read_header(str(p))
     except Exception as exc:
-        raise InputError(f"{p}: not a readable NRRD file ({exc})") from None
+        raise InputError(f"{p}: not a readable NRRD file ({brief(exc)})") from None
     sizes = [int(s) for s in header.get("sizes", [])]
     kinds = [str(k).lower() for k in header.get("kinds", ["domain"] * len(sizes))]
     if len(sizes) not in (3, 4) or len(kinds) != len(sizes):
-        raise InputError(f"{p}: a segmentation needs a 3D or 4D (layers) array, the file has sizes {sizes}")
+        raise InputError(f"{p}: a segmentation needs a 3D or 4D (layers) array, the file has sizes {brief(sizes, 60)}")
     spatial = [a for a, k in enumerate(kinds) if k in ("domain", "space")]
     if len(spatial) != 3:
-        raise InputError(f"{p}: expected three spatial axes (kinds 'domain'), the file has kinds {kinds}")
+        raise InputError(f"{p}: expected three spatial axes (kinds 'domain'), the file has kinds {brief(kinds, 80)}")
+    check_voxel_count(tuple(sizes), str(p))
     space = str(header.get("space", "")).lower()
     if space not in _LPS_NAMES | _RAS_NAMES:
-        raise InputError(f"{p}: NRRD space {header.get('space')!r} is not LPS or RAS; patient positions are unknown")
+        raise InputError(f"{p}: NRRD space {brief(repr(header.get('space')), 60)} is not LPS or RAS; "
+                         "patient positions are unknown")
     dirs, origin = header.get("space directions"), header.get("space origin")
     if dirs is None or origin is None:
         raise InputError(f"{p}: NRRD header lacks 'space directions' or 'space origin'")
@@ -61,7 +64,7 @@ def _read(p: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     except (TypeError, ValueError):
         raise InputError(f"{p}: 'space directions' or 'space origin' is malformed") from None
     if dirs.shape != (3, 3) or not np.all(np.isfinite(dirs)):
-        raise InputError(f"{p}: 'space directions' must give three 3-vectors, got {header.get('space directions')}")
+        raise InputError(f"{p}: 'space directions' must give three finite 3-vectors, got {brief(dirs.tolist(), 100)}")
     affine = np.eye(4)
     affine[:3, :3], affine[:3, 3] = dirs.T, origin  # row n of 'space directions': step along file axis n
     affine = geometry.check_affine(affine, str(p))
@@ -70,7 +73,7 @@ def _read(p: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     try:
         data, _ = nrrd.read(str(p), index_order="C")  # C order: reversed file axes
     except Exception as exc:
-        raise InputError(f"{p}: the voxel data cannot be read ({exc}); the file may be truncated") from None
+        raise InputError(f"{p}: the voxel data cannot be read ({brief(exc)}); the file may be truncated") from None
     if len(sizes) == 4:
         list_axis = next(a for a in range(4) if a not in spatial)
         data = np.moveaxis(data, 3 - list_axis, 0)
@@ -97,7 +100,8 @@ def _segments(header: dict[str, Any], n_layers: int, p: Path) -> list[dict[str, 
             value = int(f.get("LabelValue", 1))
             layer = int(f.get("Layer", n if old_style and n_layers > 1 else 0))
         except ValueError:
-            raise InputError(f"{what}: LabelValue {f.get('LabelValue')!r} or Layer {f.get('Layer')!r} is not an integer") from None
+            raise InputError(f"{what}: LabelValue {brief(repr(f.get('LabelValue')), 40)} or Layer "
+                             f"{brief(repr(f.get('Layer')), 40)} is not an integer") from None
         if not 0 <= layer < n_layers:
             raise InputError(f"{what}: layer {layer} does not exist (the file has {n_layers})")
         colour = None
@@ -107,7 +111,7 @@ def _segments(header: dict[str, Any], n_layers: int, p: Path) -> list[dict[str, 
             except ValueError:
                 rgb = []
             if len(rgb) != 3:
-                raise InputError(f"{what}: Color {f['Color']!r} is not three numbers 0..1")
+                raise InputError(f"{what}: Color {brief(repr(f['Color']), 60)} is not three numbers 0..1")
             colour = tuple(int(round(min(max(c, 0.0), 1.0) * 255)) for c in rgb)
         out.append({"name": f.get("Name") or f.get("ID") or f"Segment_{n}", "colour": colour, "value": value, "layer": layer})
     if not out:

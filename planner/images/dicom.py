@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import GeometryError, InputError
+from ..errors import GeometryError, InputError, brief
 from . import geometry
 from .image import Image, ImageMeta, check_voxel_count
 from .restack import restack_slices
@@ -186,7 +186,44 @@ def _read_header(path: Path) -> Any:
     import pydicom
 
     # Large values (pixel data) are deferred: read from the file only when decoded.
-    return pydicom.dcmread(str(path), defer_size=4096)
+    ds = pydicom.dcmread(str(path), defer_size=4096)
+    _parse_all(ds.file_meta if hasattr(ds, "file_meta") else None)
+    _parse_all(ds)
+    _check_integers(ds)
+    return ds
+
+
+_INTEGER_TAGS = ("Rows", "Columns", "SamplesPerPixel", "NumberOfFrames", "InstanceNumber", "BitsAllocated",
+                 "BitsStored", "PixelRepresentation")
+
+
+def _check_integers(ds: Any) -> None:
+    """Raise ValueError naming the first integer attribute the loader uses that holds no integer."""
+    for name in _INTEGER_TAGS:
+        value = ds.get(name)
+        if value is None or value == "":
+            continue
+        try:
+            ok = float(value) == int(value)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{name} {brief(repr(value), 40)} is not an integer")
+
+
+def _parse_all(ds: Any) -> None:
+    """Convert every value now (pydicom converts them when first used), so that a corrupt one
+    fails here, as a corrupt file, not in the middle of assembling the volume. Deferred values
+    (pixel data) stay unread."""
+    if ds is None:
+        return
+    for tag in list(ds.keys()):
+        if getattr(ds.get_item(tag), "value", b"") is None:
+            continue  # deferred
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _parse_all(item)
 
 
 def scan_folder(path: str | os.PathLike[str], progress: Progress | None = None) -> DicomScan:
@@ -226,7 +263,7 @@ def scan_folder(path: str | os.PathLike[str], progress: Progress | None = None) 
             continue
         except Exception as exc:  # a DICOM file whose header cannot be parsed
             if _has_dicm_magic(f):
-                corrupt(f, _series_uid_of_broken(f), f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})")
+                corrupt(f, _series_uid_of_broken(f), f"corrupt or truncated DICOM file ({type(exc).__name__}: {brief(exc)})")
             else:
                 skipped.append((str(f), "not a DICOM file"))
             continue
@@ -278,6 +315,9 @@ def select_series(scan: DicomScan, series_uid: str | None = None, modality: str 
     if scan.corrupt_unknown_series and not usable:
         f, reason = scan.corrupt_unknown_series[0]
         raise InputError(f"{f}: {reason}")
+    broken = [s for s in scan.series if s.corrupt]
+    if broken and not usable:
+        raise InputError(f"{broken[0].corrupt[0]}: corrupt or truncated DICOM file; no image of its series can be read")
     if not usable:
         what = Counter(reason for _, reason in scan.skipped)
         found = ", ".join(f"{n} {r}" for r, n in what.most_common()) or "nothing"
@@ -285,7 +325,8 @@ def select_series(scan: DicomScan, series_uid: str | None = None, modality: str 
 
     def listing(items: Iterable[DicomSeries]) -> str:
         return "; ".join(
-            f"{s.uid} ({s.modality or '?'}, {s.n_images()} images{', ' + repr(s.description) if s.description else ''})"
+            f"{brief(s.uid, 70)} ({brief(s.modality, 10) or '?'}, {s.n_images()} images"
+            f"{', ' + brief(repr(s.description), 70) if s.description else ''})"
             for s in items
         )
 
@@ -328,9 +369,9 @@ def _floats(value: Any, n: int, what: str, path: str) -> np.ndarray:
     try:
         arr = np.array([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError(f"{path}: {what} is missing or not numeric ({value!r})") from None
+        raise InputError(f"{path}: {what} is missing or not numeric ({brief(repr(value), 80)})") from None
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise InputError(f"{path}: {what} must hold {n} numbers, got {value!r}")
+        raise InputError(f"{path}: {what} must hold {n} finite numbers, got {brief(repr(value), 80)}")
     return arr
 
 
@@ -391,7 +432,8 @@ def _slices_of(ds: Any, path: str) -> list[_Slice]:
             psv = _floats(ps, 2, "PixelSpacing", f"{path} [frame {f + 1}]")
             out.append(
                 _Slice(path, f, _floats(ipp, 3, "ImagePositionPatient", f"{path} [frame {f + 1}]"), r, c,
-                       (float(psv[0]), float(psv[1])), rows, cols, float(slope), float(icpt), inst * 100000 + f,
+                       (float(psv[0]), float(psv[1])), rows, cols, _floats([slope], 1, "RescaleSlope", path)[0],
+                       _floats([icpt], 1, "RescaleIntercept", path)[0], inst * 100000 + f,
                        sop_uid, localizer, multiframe=True)
             )
         return out
@@ -406,8 +448,9 @@ def _slices_of(ds: Any, path: str) -> list[_Slice]:
         raise InputError(f"{path}: PixelSpacing {psv.tolist()} must be positive")
     return [
         _Slice(path, 0, _floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", path), r, c,
-               (float(psv[0]), float(psv[1])), rows, cols, float(ds.get("RescaleSlope", 1) or 1),
-               float(ds.get("RescaleIntercept", 0) or 0), inst, sop_uid, localizer)
+               (float(psv[0]), float(psv[1])), rows, cols,
+               _floats([ds.get("RescaleSlope", 1) or 1], 1, "RescaleSlope", path)[0],
+               _floats([ds.get("RescaleIntercept", 0) or 0], 1, "RescaleIntercept", path)[0], inst, sop_uid, localizer)
     ]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from . import geometry
 from .image import Image, ImageMeta, check_voxel_count
 
@@ -15,6 +15,25 @@ from .image import Image, ImageMeta, check_voxel_count
 def _is_nifti(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+#: The most bytes deflate expands one compressed byte into (about 1032:1 at best).
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _check_data_size(p: Path, img: "nib.Nifti1Image", shape: tuple[int, ...]) -> None:
+    """Refuse a header that declares more voxel bytes than the file can hold, before nibabel
+    allocates (and zero-fills) a buffer of the declared size."""
+    need = int(np.prod(shape, dtype=np.int64)) * img.header.get_data_dtype().itemsize
+    size = p.stat().st_size
+    if p.name.lower().endswith(".gz"):
+        if need > size * _MAX_DEFLATE_RATIO:
+            raise InputError(f"{p}: the header declares {need:,} bytes of voxel data, more than a {size:,}-byte "
+                             f"compressed file can hold; the file is truncated or its header corrupt")
+    elif need + int(img.header.get_data_offset()) > size:
+        raise InputError(f"{p}: the header declares {need:,} bytes of voxel data after offset "
+                         f"{int(img.header.get_data_offset())}, the file holds {size:,} bytes; it is truncated "
+                         f"or its header corrupt")
 
 
 def load_nifti(path: str | os.PathLike[str]) -> Image:
@@ -27,17 +46,18 @@ def load_nifti(path: str | os.PathLike[str]) -> Image:
     except FileNotFoundError:
         raise InputError(f"{p}: no such file") from None
     except Exception as exc:
-        raise InputError(f"{p}: not a readable NIfTI file ({exc})") from None
+        raise InputError(f"{p}: not a readable NIfTI file ({brief(exc)})") from None
     shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
         raise InputError(f"{p}: a 3D volume is needed, the file holds an array of shape {tuple(img.shape)}")
     check_voxel_count(shape, str(p))
+    _check_data_size(p, img, shape)
     try:
         data = np.asanyarray(img.dataobj).reshape(shape)
     except Exception as exc:
-        raise InputError(f"{p}: the voxel data cannot be read ({exc}); the file may be truncated") from None
+        raise InputError(f"{p}: the voxel data cannot be read ({brief(exc)}); the file may be truncated") from None
     if data.dtype == np.float64:
         data = data.astype(np.float32)
     elif data.dtype.kind == "f" and np.all(np.isfinite(data)) and np.array_equal(data, np.rint(data)) \

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from . import geometry
 from .image import Image, ImageMeta, check_voxel_count
 
@@ -25,25 +25,32 @@ def load_nrrd(path: str | os.PathLike[str]) -> Image:
     try:
         header = nrrd.read_header(str(p))
     except Exception as exc:
-        raise InputError(f"{p}: not a readable NRRD file ({exc})") from None
+        raise InputError(f"{p}: not a readable NRRD file ({brief(exc)})") from None
     sizes = [int(s) for s in header.get("sizes", [])]
     if len(sizes) != 3:
         raise InputError(f"{p}: a 3D scalar volume is needed, the file has sizes {sizes}")
     check_voxel_count(tuple(sizes), str(p))
     space = str(header.get("space", "")).lower()
     if space not in _LPS_NAMES | _RAS_NAMES:
-        raise InputError(f"{p}: NRRD space {header.get('space')!r} is not LPS or RAS; patient positions are unknown")
+        raise InputError(f"{p}: NRRD space {brief(repr(header.get('space')), 60)} is not LPS or RAS; "
+                         "patient positions are unknown")
     dirs = header.get("space directions")
     origin = header.get("space origin")
     if dirs is None or origin is None:
         raise InputError(f"{p}: NRRD header lacks 'space directions' or 'space origin'")
-    dirs = np.asarray(dirs, dtype=float)
+    try:
+        dirs = np.asarray(dirs, dtype=float)
+        origin = np.asarray(origin, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{p}: 'space directions' or 'space origin' is not numeric") from None
     if dirs.shape != (3, 3) or not np.all(np.isfinite(dirs)):
-        raise InputError(f"{p}: 'space directions' must be three 3-vectors, got {header.get('space directions')}")
+        raise InputError(f"{p}: 'space directions' must be three finite 3-vectors, got {brief(dirs.tolist())}")
+    if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+        raise InputError(f"{p}: 'space origin' must be one finite 3-vector, got {brief(origin.tolist())}")
     try:
         data, _ = nrrd.read(str(p), index_order="C")  # C order: [k, j, i]
     except Exception as exc:
-        raise InputError(f"{p}: the voxel data cannot be read ({exc}); the file may be truncated") from None
+        raise InputError(f"{p}: the voxel data cannot be read ({brief(exc)}); the file may be truncated") from None
     affine = np.eye(4)
     affine[:3, :3] = dirs.T  # row n of 'space directions' is the step along file axis n (i, j, k)
     affine[:3, 3] = np.asarray(origin, float)
