@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP      := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 TEST_STAMP := $(VENV)/.installed-test-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test install install-test benchmarks assets clean
+.PHONY: demo test install install-test benchmarks fuzz assets clean
 
 demo: $(STAMP)
 	$(BIN)/planner demo
@@ -19,6 +19,10 @@ benchmarks: $(TEST_STAMP)
 	$(BIN)/python benchmarks/segment.py
 	$(BIN)/python benchmarks/plan.py
 	$(BIN)/python benchmarks/render.py
+
+# A longer fuzzing campaign of every file reader (5 minutes; e.g. FUZZ_ARGS="nrrd markups -n 5000").
+fuzz: $(TEST_STAMP)
+	$(BIN)/python benchmarks/fuzz.py $(FUZZ_ARGS)
 
 # Regenerates the embedded demo cases in assets/ (deterministic).
 assets: $(STAMP)
