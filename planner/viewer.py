@@ -308,8 +308,11 @@ class Viewer:
         case = self.scene.case
         if case.plan is None or case.structures is None or self.target is None:
             raise PlannerError("re-planning needs the plan's procedure, its structures and a target")
-        approach = (case.plan.get("hard_constraints") or {}).get("approach") or {}
-        preset = load_preset(str(case.plan["procedure"]), approach.get("id"))  # the plan's own approach
+        binding = case.plan.get("preset") or {}
+        approach = binding.get("approach") if binding else ((case.plan.get("hard_constraints") or {}).get("approach")
+                                                            or {}).get("id")
+        preset = load_preset(str(case.plan["procedure"]), approach)  # the plan's own approach and side
+        side = binding.get("side")
         sset = case.structures
         if self._body is None:
             self._body = body_of(case.ct, sset)
@@ -319,14 +322,17 @@ class Viewer:
         if self._context is None or np.linalg.norm(self._context[0] - self.target) > 5.0:
             self._context = (self.target.copy(), prepare(case.ct, sset, preset, self.target, self._body))
         result = plan(case.ct, sset, target, preset, self._body, n_best=max(len(case.paths), 3),
-                      context=self._context[1])
+                      context=self._context[1], side=side)
         for t in result.trajectories:
             describe(t, sset, preset, case.target_label, case.target_diameter_mm)
         case.paths = [NeedlePath.from_dict(t.to_dict()) for t in result.trajectories]
         rm = result.risk_map
         case.risk_map = RiskMap(np.asarray(rm["entries"], float), np.asarray(rm["score"], float),
                                 np.asarray(rm["reason"]).astype(str))
+        # everything the re-plan decided replaces the plan's: nothing of the old target stays
         case.plan = dict(case.plan, trajectories=[t.to_dict() for t in result.trajectories], status=result.status,
+                         rejected=dict(result.rejected), n_candidates=result.n_candidates,
+                         explanation=list(result.explanation),
                          target=dict(case.plan.get("target", {}), point=[float(x) for x in self.target]))
         self.selected = 1
         self.messages.append(f"re-planned at {np.round(self.target, 1).tolist()}: {len(case.paths)} trajectories"

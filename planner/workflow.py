@@ -18,12 +18,12 @@ from .atomic import atomic_path, replace_folder
 from .anatomy.autoseg import body_of
 from .anatomy.fissure_points import read_fissure_points
 from .anatomy.slicer_seg import save_slicer_seg
-from .anatomy.target import Target, parse_point, target_at_point, target_from_seed, target_from_structure
+from .anatomy.target import Target, check_structures_fit, check_target, parse_point, target_at_point, target_from_seed, target_from_structure
 from .errors import InputError
 from .images import Image, load_image
 from .planning import PlanResult, Preset, load_preset, plan
 from .planning.explain import describe
-from .planning.output import plan_document, target_block, write_json_atomic, write_risk_map
+from .planning.output import STRUCTURES_FILE, file_sha256, plan_document, target_block, write_json_atomic, write_risk_map
 
 Progress = Callable[[int, int, str], None]
 
@@ -42,6 +42,11 @@ class PlanRun:
     targets: list[Target] = field(default_factory=list)
     results: list[PlanResult] = field(default_factory=list)
     body: np.ndarray | None = None  # the body the skin came from (the report reuses it)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should check before trusting the plan (large seed lesion, odd target, ...)."""
+        return list(self.document.get("warnings", []))
 
     @property
     def ok(self) -> bool:
@@ -116,25 +121,33 @@ def run_plan(
                           "CT-specific and was not used; the skin is found from the MR signal")
     resolved = [_resolve_target(ct, sset, kind, text) for kind, text in specs]
     body = body_of(ct, sset)
+    warnings: list[str] = []
+    if structures is not None:  # imported: they must lie in this scan's own body
+        warnings += check_structures_fit(sset, body_of(ct), str(structures))
+    for target in resolved:
+        warnings += check_target(ct, body, target)
     results = []
     for target in resolved:
         result = plan(ct, sset, target, preset, body, n_best=n_best, side=side)
         for t in result.trajectories:
             describe(t, sset, preset, target.label, target.diameter_mm)
         results.append(result)
-    doc = plan_document(ct, resolved[0], preset, results[0], source, sset.notes)
+    out_dir = Path(out)
+    # the structures the plan was made against, so the viewer and review reopen the very same
+    # masks; plan.json records their hash
+    save_slicer_seg(sset, out_dir / STRUCTURES_FILE)
+    doc = plan_document(ct, resolved[0], preset, results[0], source, sset.notes, side=side,
+                        structures_sha256=file_sha256(out_dir / STRUCTURES_FILE))
+    doc["warnings"] = warnings
     if len(resolved) > 1:
         doc["targets"] = [target_block(t, r) for t, r in zip(resolved, results)]
         failed = [t.label for t, r in zip(resolved, results) if r.status != "ok"]
         if failed:
             doc["status"] = "no_safe_path"
             doc["explanation"] = list(doc["explanation"]) + [f"no safe trajectory for: {', '.join(failed)}"]
-    out_dir = Path(out)
     write_json_atomic(doc, out_dir / "plan.json")
     for n, result in enumerate(results):
         write_risk_map(result, out_dir / ("risk_map.npz" if n == 0 else f"risk_map_{n + 1}.npz"))
-    # the structures the plan was made against, so the viewer and review reopen the very same masks
-    save_slicer_seg(sset, out_dir / "structures.seg.nrrd")
     for n, result in enumerate(results):
         if result.trajectories and result.trajectories[0].probe is not None:
             name = "probe_plane.png" if n == 0 else f"probe_plane_{n + 1}.png"

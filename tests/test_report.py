@@ -292,7 +292,9 @@ def test_review_refuses_one_changed_voxel(plan_dir, ct, tmp_path, capsys):
     assert "voxel hash" in capsys.readouterr().err
 
 
-def test_review_finds_a_structure_now_in_the_way(plan_dir, ct, doc, tmp_path, capsys):
+def test_review_refuses_structures_that_are_not_the_plans(plan_dir, ct, doc, tmp_path, capsys):
+    """A structures file changed after planning (here a vessel drawn on the path) is not the
+    plan's: review refuses it by its hash instead of verifying against it."""
     from planner.anatomy import save_slicer_seg
 
     d = tmp_path / "plan"
@@ -308,9 +310,9 @@ def test_review_finds_a_structure_now_in_the_way(plan_dir, ct, doc, tmp_path, ca
     save_slicer_seg(sset, d / "structures.seg.nrrd")
     code = main(["review", str(d), "--ct", str(next(c for c in demo_cases() if c.id == "thorax").ct),
                  "--no-window"])
-    out = capsys.readouterr().out
-    assert code == 3
-    assert re.search(r"#1 NOT SAFE on this scan: subclavian_artery_right at [01]\.\d\d mm, needs 5\.74 mm", out), out
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "is not the structures file the plan was made against" in err[0]
 
 
 # --- anonymization ----------------------------------------------------------------------------

@@ -237,13 +237,10 @@ def save_slicer_seg(sset: StructureSet, path: str | os.PathLike[str]) -> None:
         "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
         "Segmentation_ReferenceImageExtentOffset": "0 0 0",
     })
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}.seg.nrrd")
+    from ..atomic import atomic_path
+
     try:
-        nrrd.write(str(tmp), np.ascontiguousarray(data), header, compression_level=1, index_order="C")
-        os.replace(tmp, p)
+        with atomic_path(p, ".seg.nrrd") as tmp:
+            nrrd.write(str(tmp), np.ascontiguousarray(data), header, compression_level=1, index_order="C")
     except OSError as exc:
         raise InputError(f"{p}: cannot write the segmentation ({exc.strerror})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -111,3 +111,55 @@ def target_from_seed(ct: Image, seed: Sequence[float], label: str = "lesion", ma
     s = sset.add(label, mask, cls="target", source=f"grown from seed {np.round(p, 1).tolist()}")
     assert s is not None
     return _structure_target(ct, sset, s, "seed")
+
+
+#: A lesion grown from a seed larger than this (ml) is said to be unusual for a biopsy target.
+LARGE_LESION_ML = 50.0
+
+
+def check_target(ct: Image, body: np.ndarray, target: Target) -> list[str]:
+    """Refuse a target outside the body (InputError); warnings for a target that may not be meant.
+
+    Returns the warnings: a lesion grown from a seed larger than :data:`LARGE_LESION_ML` (it may
+    have leaked into a vessel, a wall or consolidated lung), a named target structure that is not
+    a lesion or a collection (an organ, a vessel, a bone: the needle would aim at its deepest
+    point).
+    """
+    p = np.asarray(target.point, float)
+    kji = np.rint(ct.lps_to_ijk(p)[::-1]).astype(int)
+    inside = bool(np.all(kji >= 0) and np.all(kji < np.array(body.shape)) and body[tuple(kji)])
+    if not inside:
+        raise InputError(f"target {target.label} at LPS {np.round(p, 1).tolist()} mm is outside the body on this "
+                         "scan (in air): nothing to plan to; check the coordinates are LPS, not RAS")
+    out = []
+    if target.how == "seed" and (target.volume_ml or 0.0) > LARGE_LESION_ML:
+        out.append(f"the lesion grown from the seed is {target.volume_ml:.0f} ml ({target.max_diameter_mm or 0:.0f} mm "
+                   f"across), larger than most biopsy targets: check on the CT that it did not grow into a vessel, "
+                   "the chest wall or consolidated lung; the needle aims at its deepest point")
+    if target.how == "structure" and target.structure is not None and \
+            target.structure.cls.value not in ("target", "fluid"):
+        out.append(f"target {target.label} is a structure of class {target.structure.cls.value}, not a lesion or a "
+                   "collection: the needle aims at its deepest point; check this is the intended target")
+    return out
+
+
+def check_structures_fit(sset: StructureSet, body: np.ndarray, source: str) -> list[str]:
+    """Refuse structures that do not lie in this scan's body (another patient's or scan's, or on
+    a grid placed wrongly); a warning when a large share of them lies outside it."""
+    total = inside = 0
+    for s in sset:
+        n = s.voxel_count
+        if not n:
+            continue
+        total += n
+        inside += int(np.count_nonzero(s.mask & body[s.bbox()]))
+    if total == 0:
+        return []
+    share = inside / total
+    if share < 0.05:
+        raise InputError(f"{source}: {100 * (1 - share):.0f} % of the structures' voxels lie outside the body on this "
+                         "CT: they belong to another scan or patient (or the CT is not theirs)")
+    if share < 0.8:
+        return [f"{source}: {100 * (1 - share):.0f} % of the structures' voxels lie outside the body on this CT: "
+                "check that they belong to this scan"]
+    return []

@@ -89,6 +89,8 @@ def _modality(value: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
     from ..images import load_image, load_series, scan_folder, select_series, source_kind
+    from ..images.dicom import series_sub_volumes
+    from ..images.quiet import one_line
 
     path = Path(args.path)
     progress = _Progress(not args.json)
@@ -102,12 +104,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             result["series"] = scan.describe()
             result["skipped"] = [{"file": f, "reason": r} for f, r in scan.skipped + scan.corrupt_unknown_series]
             series = select_series(scan, args.series, _modality(args.modality))
-            image = load_series(series, str(path), progress)
+            result["loaded_series"] = series.uid
+            result["sub_volumes"] = series_sub_volumes(series)
+            image = load_series(series, str(path), progress, echo=args.echo, phase=args.phase)
         else:
-            image = load_image(path, args.series, _modality(args.modality), progress)
+            image = load_image(path, args.series, _modality(args.modality), progress, echo=args.echo, phase=args.phase)
         result["image"] = image.describe()
     except InputError as exc:
-        error = str(exc)
+        error = one_line(exc)
     finally:
         progress.close()
     result["error"] = error
@@ -123,15 +127,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _format_info(r: dict[str, Any]) -> str:
+    from ..images.dicom import format_sub_volumes
+
     lines = [f"source: {r['source']} ({r['format']})"]
     if r["series"]:
         lines.append(f"series found: {len(r['series'])}")
-        loaded = (r["image"] or {}).get("series_instance_uid")
+        loaded = r.get("loaded_series") if r["image"] else None
         for s in r["series"]:
-            mark = "*" if s["series_instance_uid"] == loaded else "-"
+            mark = "*" if s["key"] == loaded else "-"
             sizes = ", ".join(f"{k} ({v})" for k, v in s["image_sizes"].items())
             desc = f" {s['description']!r}" if s["description"] else ""
-            lines.append(f"  {mark} {s['series_instance_uid']}  {s['modality'] or '?'}  {s['images']} images  {sizes}{desc}")
+            blank = " (blank SeriesInstanceUID)" if s["blank_uid"] else ""
+            lines.append(f"  {mark} {s['key']}{blank}  {s['modality'] or '?'}  {s['images']} images  {sizes}{desc}")
+            if s["key"] == r.get("loaded_series") and r.get("sub_volumes"):
+                lines += [f"      {line}" for line in format_sub_volumes(r["sub_volumes"])]
     if r["skipped"]:
         reasons: dict[str, int] = {}
         for item in r["skipped"]:
@@ -174,7 +183,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(f"{args.output}: output must end in .nii, .nii.gz or .nrrd")
     progress = _Progress()
     try:
-        image = load_image(args.path, args.series, _modality(args.modality), progress)
+        image = load_image(args.path, args.series, _modality(args.modality), progress, echo=args.echo, phase=args.phase)
     finally:
         progress.close()
     save_image(image, args.output)
@@ -216,6 +225,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(_format_plan(result, target, run.preset))
     for note in run.structures.notes:
         print(f"note: {note}")
+    for warning in run.warnings:
+        print(f"CHECK: {warning}")
     print(f"wrote {run.out / 'plan.json'}")
     print(f"wrote {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, {len(rs.meshes)} meshes"
           + (f", {len(rs.dicom)} DICOM objects in {rs.dicom[0].parent}" if rs.dicom else "")
@@ -284,7 +295,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     points = read_fissure_points(args.fissure_points) if args.fissure_points else None  # fails before the long work
     progress = _Progress()
     try:
-        ct = load_image(args.path, args.series, "CT", progress)
+        ct = load_image(args.path, args.series, "CT", progress, echo=args.echo, phase=args.phase)
         sset = segment_ct(ct, progress=progress, fissure_points=points)
     finally:
         progress.close()
@@ -336,6 +347,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_sub_volume_options(q: argparse.ArgumentParser) -> None:
+    """--echo and --phase: which images of a DICOM series with several per slice position."""
+    q.add_argument("--echo", type=int, metavar="N",
+                   help="echo to load from a multi-echo DICOM series (its EchoNumbers value; default the first)")
+    q.add_argument("--phase", type=int, metavar="N",
+                   help="phase, temporal position, acquisition or image type to load from a DICOM series with "
+                        "several images per slice position (the number planner info lists; default the first)")
+
+
 def _commands() -> set[str]:
     """The sub-command names this build offers."""
     for action in build_parser()._actions:
@@ -358,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
     q.add_argument("--modality", default="CT", help="modality required (default CT; 'any' for any)")
+    _add_sub_volume_options(q)
     q.set_defaults(func=cmd_info)
 
     q = sub.add_parser("convert", help="write the loaded volume (after every correction) to NIfTI or NRRD")
@@ -365,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("output", help="output file: .nii, .nii.gz or .nrrd")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
     q.add_argument("--modality", default="CT", help="modality required (default CT; 'any' for any)")
+    _add_sub_volume_options(q)
     q.set_defaults(func=cmd_convert)
 
     q = sub.add_parser("plan", help="plan needle trajectories and write plan.json into --out")
@@ -416,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="3D Slicer markups (.mrk.json) with points on the fissures (markups or points named "
                         "'oblique' or 'minor'): the lungs they lie in get their lobes through them instead of from "
                         "the image (the right lung needs points on both fissures)")
+    _add_sub_volume_options(q)
     q.set_defaults(func=cmd_segment)
 
     q = sub.add_parser("procedures", help="list the procedure presets")
@@ -439,13 +462,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+    from ..images.quiet import one_line
+
     try:
         return int(args.func(args))
     except InputError as exc:
-        print(f"planner: error: {exc}", file=sys.stderr)
+        print(f"planner: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_INPUT
     except PlannerError as exc:
-        print(f"planner: error: {exc}", file=sys.stderr)
+        print(f"planner: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("planner: interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ best spatially distinct ones, the Pareto set, a risk map and the reasons for eve
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +76,9 @@ class Trajectory:
             "target": [round(float(x), 2) for x in self.target],
             "length_mm": round(self.length_mm, 1),
             "needle": self.needle.to_dict(),
-            "clearance_mm": {k: round(v, 1) for k, v in sorted(self.clearance_mm.items(), key=lambda kv: kv[1])},
+            # rounded down: a clearance printed is never more than the one measured
+            "clearance_mm": {k: math.floor(v * 10.0) / 10.0
+                             for k, v in sorted(self.clearance_mm.items(), key=lambda kv: kv[1])},
             "metrics": {k: round(float(v), 2) for k, v in self.metrics.items()},
             "patient_position": self.position,
             "angle_from_vertical_deg": round(self.angle_from_vertical_deg, 1),
@@ -322,7 +325,12 @@ def _smoothed_gradient_lps(mask: np.ndarray, kji: np.ndarray, affine: np.ndarray
 
 def target_side(target: Target) -> str | None:
     """"left" or "right" when the target's label ends so (``knee_effusion_right``), else None."""
-    label = (target.label or "").lower()
+    return side_of_label(target.label)
+
+
+def side_of_label(label: str | None) -> str | None:
+    """"left" or "right" when a structure's label ends so, else None."""
+    label = (label or "").lower()
     for side in ("left", "right"):
         if label.endswith("_" + side) or label.endswith(" " + side) or label == side:
             return side

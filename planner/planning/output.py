@@ -6,6 +6,8 @@ import datetime as _dt
 import json
 import os
 import platform
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,13 @@ import numpy as np
 from .. import __version__
 from ..anatomy.target import Target
 from ..atomic import atomic_path, write_json_atomic  # noqa: F401  (write_json_atomic: used by callers)
-from ..errors import InputError
+from ..errors import InputError, brief
 from ..images import Image
 from .engine import PlanResult
 from .presets import Preset
 
 SCHEMA = "planner.plan/1"
+STRUCTURES_FILE = "structures.seg.nrrd"
 
 
 def target_block(target: Target, result: PlanResult) -> dict[str, Any]:
@@ -36,23 +39,60 @@ def target_block(target: Target, result: PlanResult) -> dict[str, Any]:
 
 
 def read_plan(plan_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``plan.json`` of a plan folder, refused with a one-line :class:`InputError` when missing,
-    unreadable or not a ``planner.plan`` document."""
+    """``plan.json`` of a plan folder, checked against the plan's JSON Schema (shipped in the
+    package, ``planner/data/schemas/plan.schema.json``); refused with a one-line
+    :class:`InputError` when missing, unreadable, of another schema version, or malformed (a
+    NaN, a string where a number belongs, a missing field)."""
     p = Path(plan_dir) / "plan.json"
     if not p.is_file():
         raise InputError(f"{p}: no plan.json in {plan_dir} (not a plan folder written by 'planner plan')")
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a number a plan may hold")
+
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{p}: not a readable plan ({exc})") from None
-    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("planner.plan/"):
-        raise InputError(f"{p}: schema {doc.get('schema') if isinstance(doc, dict) else None!r} is not {SCHEMA}")
+        doc = json.loads(p.read_bytes().decode("utf-8"), parse_constant=no_constant)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InputError(f"{p}: not a readable plan ({brief(exc)})") from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if schema != SCHEMA:
+        if isinstance(schema, str) and schema.startswith("planner.plan/"):
+            raise InputError(f"{p}: schema {brief(schema, 40)} was written by another version of planner; "
+                             f"this one reads {SCHEMA}")
+        raise InputError(f"{p}: not a plan (schema {brief(repr(schema), 40)}, expected {SCHEMA})")
+    problem = plan_schema_problem(doc)
+    if problem:
+        raise InputError(f"{p}: malformed plan: {problem}")
     return doc
 
 
+@lru_cache(maxsize=1)
+def plan_schema() -> dict[str, Any]:
+    """The JSON Schema of ``plan.json`` (draft 2020-12), as shipped in the package."""
+    return json.loads(resources.files("planner").joinpath("data", "schemas", "plan.schema.json").read_text("utf-8"))
+
+
+def plan_schema_problem(doc: Any) -> str | None:
+    """The first way ``doc`` breaks the plan's schema, in one line; None when it is valid."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(plan_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is None:
+        return None
+    where = "/".join(str(x) for x in error.absolute_path) or "(top level)"
+    return f"{brief(where, 80)}: {brief(error.message, 160)}"
+
+
 def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult, structures_source: str,
-                  notes: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """The plan as a JSON-able dict: the required core plus explanations and provenance."""
+                  notes: list[str] | tuple[str, ...] = (), *, side: str | None = None,
+                  structures_sha256: str | None = None) -> dict[str, Any]:
+    """The plan as a JSON-able dict: the required core plus explanations and provenance.
+
+    ``preset`` binds the plan to the rules it was made under (id, version, hash of the preset
+    file, approach, side) and ``structures_file`` to the structures saved beside it (the hash of
+    ``structures.seg.nrrd``): ``planner review`` re-derives every hard constraint from these,
+    never from the numbers written here."""
     return {
         "schema": SCHEMA,
         "coordinate_system": "LPS",
@@ -66,6 +106,8 @@ def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult,
             "corrections": list(ct.meta.corrections),
         },
         "procedure": preset.id,
+        "preset": preset.binding(side),
+        **({"structures_file": {"name": STRUCTURES_FILE, "sha256": structures_sha256}} if structures_sha256 else {}),
         **target_block(target, result),
         "clearance_definition": "distance from the needle axis to the nearest voxel centre of a structure, mm; "
                                 "a feasible trajectory keeps at least margin + needle radius from every avoided one",
@@ -88,6 +130,17 @@ def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult,
             "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
         },
     }
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_risk_map(result: PlanResult, path: str | os.PathLike[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -99,6 +100,13 @@ class Preset:
     approaches: tuple[Approach, ...] = ()
     approach: Approach | None = None  # the chosen one (the first by default)
     fixed_position: str | None = None  # a limb is reached from any side with the patient in this position
+    version: int = 1  # the preset file's "version": raised whenever its rules change
+    sha256: str = ""  # of the preset file's content (canonical JSON): a plan records it, review requires it
+
+    def binding(self, side: str | None = None) -> dict[str, Any]:
+        """What ``plan.json`` records of the rules it was planned under (``preset``)."""
+        return {"id": self.id, "version": self.version, "sha256": self.sha256,
+                "approach": self.approach.id if self.approach else None, "side": side}
 
     def with_approach(self, approach_id: str | None) -> "Preset":
         """This preset with the approach ``approach_id`` chosen (None: the default, the first)."""
@@ -161,7 +169,12 @@ def _parse(data: dict[str, Any], where: str) -> Preset:
         fixed = data.get("fixed_position")
         if fixed is not None and fixed not in POSITIONS:
             raise ValueError(f"fixed_position {fixed!r}; allowed {list(POSITIONS)}")
+        version = data.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"version {version!r} is not a whole number from 1")
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return Preset(
+            version=version, sha256=hashlib.sha256(canonical.encode("ascii")).hexdigest(),
             approaches=tuple(approaches), approach=approaches[0] if approaches else None, fixed_position=fixed,
             id=str(data["id"]), title=str(data["title"]), guidance=str(data.get("guidance", "ct")),
             avoid=tuple(avoid), needles=needles, needle_reserve_mm=float(data.get("needle_reserve_mm", 10)),

@@ -284,6 +284,7 @@ def warnings_of(doc: dict[str, Any]) -> list[str]:
     if doc.get("status") != "ok":
         out.append("NO SAFE TRAJECTORY: every candidate breaks a hard constraint.")
         out += [str(e) for e in doc.get("explanation", [])]
+    out += [f"Check: {w}" for w in doc.get("warnings", [])]
     for note in doc.get("structures_notes", []):
         out.append(f"Structures: {note}")
     for c in doc.get("image", {}).get("corrections", []):

@@ -1,12 +1,21 @@
 """``planner review``: is this scan the plan's own, and is every trajectory still safe on it?
 
-1. The scan: its Series Instance UID and its voxel hash (voxels + affine) must equal those in
+Nothing ``plan.json`` says of its own safety is taken on trust:
+
+1. The file: it must be a valid ``planner.plan/1`` document (JSON Schema; a NaN or a string
+   where a number belongs is refused) and name the preset it was planned under with the
+   version and file hash of the preset this planner ships (a changed procedure or edited rules
+   are refused).
+2. The scan: its Series Instance UID and its voxel hash (voxels + affine) must equal those in
    ``plan.json``; a different patient, another series or a single changed voxel is refused.
-   A de-identified plan has new UIDs, so there the voxel hash alone decides.
-2. The trajectories: each is checked again, exactly, against the structures saved with the
-   plan (``structures.seg.nrrd``): the distance from the needle axis to the nearest voxel centre
-   of every structure (:func:`planner.planning.explain.exact_clearances`), compared with the
-   hard clearance of the preset (margin + needle radius) that ``plan.json`` records.
+   A de-identified plan (or a scan whose UIDs are blank) is identified by the voxel hash alone.
+3. The structures saved with the plan (``structures.seg.nrrd``) must have the hash the plan
+   records, and lie on this scan's grid.
+4. Every trajectory (of every target) is checked again from its two end points alone
+   (:func:`planner.planning.verify.verify_trajectory`): depth and needle from the preset's
+   catalogue, the craniocaudal limit, the entry on this CT's skin with the position and
+   insertion angle its normal gives, the approach cone, and the exact clearance from every
+   avoided structure with the preset's margins, plus the printed numbers against the geometry.
 """
 
 from __future__ import annotations
@@ -16,24 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import InputError
 from ..images import Image
-from ..planning.output import read_plan
+from ..planning.output import STRUCTURES_FILE, file_sha256, read_plan
+from ..planning.verify import TrajectoryCheck, check_preset, verify_trajectory
 
 
 class ScanMismatchError(InputError):
     """The scan given is not the one the plan was made on."""
-
-
-@dataclass
-class TrajectoryCheck:
-    rank: int
-    ok: bool
-    violations: list[str] = field(default_factory=list)
-    clearance_mm: dict[str, float] = field(default_factory=dict)
-    differs_from_plan: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -42,6 +41,7 @@ class ReviewResult:
     checks: list[TrajectoryCheck]
     status: str  # plan.json's status
     notes: list[str] = field(default_factory=list)
+    multi_target: bool = False
 
     @property
     def ok(self) -> bool:
@@ -51,11 +51,13 @@ class ReviewResult:
     def lines(self) -> list[str]:
         out = list(self.notes)
         for c in self.checks:
+            who = f"#{c.rank}" + (f" ({c.target_label})" if self.multi_target else "")
             near = ", ".join(f"{k} {v:.1f} mm" for k, v in sorted(c.clearance_mm.items(), key=lambda kv: kv[1])[:3])
             if c.ok:
-                out.append(f"#{c.rank} verified: every clearance kept (nearest: {near or 'none within 30 mm'})")
+                out.append(f"{who} verified: every hard constraint re-derived and kept (nearest: "
+                           f"{near or 'none within 30 mm'})")
             else:
-                out.append(f"#{c.rank} NOT SAFE on this scan: " + "; ".join(c.violations))
+                out.append(f"{who} NOT SAFE on this scan: " + "; ".join(c.violations))
             out += [f"   note: {d}" for d in c.differs_from_plan]
         if not self.checks:
             out.append("the plan holds no safe trajectory (status no_safe_path): nothing to verify")
@@ -85,43 +87,42 @@ def check_scan(doc: dict[str, Any], ct: Image, plan_path: str = "plan.json") -> 
     return notes
 
 
-def verify_trajectories(doc: dict[str, Any], structures: Any) -> list[TrajectoryCheck]:
-    """Exact clearances of every trajectory against the hard clearances recorded in ``plan.json``."""
-    from ..anatomy.registry import class_of
-    from ..planning.explain import exact_clearances
+def verify_plan(doc: dict[str, Any], ct: Image, structures: Any, where: str = "plan.json") -> list[TrajectoryCheck]:
+    """Every trajectory of every target of ``doc``, re-derived (see the module)."""
+    from ..anatomy.autoseg import body_of
 
-    hard = doc.get("hard_constraints", {}).get("clearance_mm (margin + needle radius)", {})
-    target_label = str(doc.get("target", {}).get("label", ""))
+    preset = check_preset(doc, where)
+    side = (doc.get("preset") or {}).get("side")
+    body = body_of(ct, structures)
+    blocks = doc.get("targets") or [doc]
     checks = []
-    for t in doc.get("trajectories", []):
-        entry, target = np.asarray(t["entry"], float), np.asarray(t["target"], float)
-        clear = exact_clearances(structures, entry, target, target_label)
-        c = TrajectoryCheck(int(t["rank"]), True, clearance_mm=clear)
-        for name, d in clear.items():
-            cls = structures[name].cls.value if name in structures else class_of(name).value
-            need = hard.get(f"clearance:{name}", hard.get(f"clearance:{cls}"))
-            if need is not None and d < float(need) - 1e-6:
-                c.ok = False
-                c.violations.append(f"{name} at {d:.2f} mm, needs {float(need):.2f} mm")
-            planned = t.get("clearance_mm", {}).get(name)
-            if planned is not None and abs(planned - d) > 0.06:
-                c.differs_from_plan.append(f"{name}: {d:.2f} mm now, {planned} mm in plan.json")
-        for name in t.get("clearance_mm", {}):
-            if name not in clear:
-                c.differs_from_plan.append(f"{name}: in plan.json, not within 30 mm on these structures")
-        checks.append(c)
+    for block in blocks:
+        label = str(block["target"].get("label", ""))
+        for t in block["trajectories"]:
+            checks.append(verify_trajectory(t, block["target"], preset, side, ct, structures, body, label))
     return checks
 
 
 def review_plan(plan_dir: str | os.PathLike[str], ct: Image) -> ReviewResult:
-    """Check the scan (raises :class:`ScanMismatchError`) and re-verify every trajectory."""
+    """Check the file, the scan and the structures (raising :class:`InputError` /
+    :class:`ScanMismatchError`), then re-derive every trajectory's hard constraints."""
     from ..anatomy.slicer_seg import load_slicer_seg
 
     d = Path(plan_dir)
+    where = str(d / "plan.json")
     doc = read_plan(d)
-    notes = check_scan(doc, ct, str(d / "plan.json"))
-    seg = d / "structures.seg.nrrd"
+    check_preset(doc, where)  # before the long work
+    notes = check_scan(doc, ct, where)
+    seg = d / STRUCTURES_FILE
     if not seg.is_file():
         raise InputError(f"{seg}: missing; the plan folder must keep the structures it was planned against")
+    bound = (doc.get("structures_file") or {}).get("sha256")
+    if bound is None:
+        raise InputError(f"{where}: records no hash of {STRUCTURES_FILE} (written by an older planner, or edited): "
+                         "the structures cannot be bound to the plan; plan again")
+    if file_sha256(seg) != bound:
+        raise InputError(f"{seg}: is not the structures file the plan was made against (hash differs from "
+                         f"{where}); refusing to review against other structures")
     structures = load_slicer_seg(seg, ct)
-    return ReviewResult(d, verify_trajectories(doc, structures), str(doc.get("status", "")), notes)
+    return ReviewResult(d, verify_plan(doc, ct, structures, where), str(doc.get("status", "")), notes,
+                        multi_target=bool(doc.get("targets")))

@@ -1,0 +1,74 @@
+"""`planner plan` on input a careful user would not give: each refused in one line or warned about.
+
+Before: a target in the air was planned (from the skin of whatever lay nearest); structures of
+another patient were planned against without a word; a target label naming an organ or a seed
+that grew into a huge "lesion" went unremarked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from planner.anatomy.target import LARGE_LESION_ML, Target, check_target  # noqa: F401
+from planner.cli.main import main
+from planner.demo import demo_cases
+from planner.images import Image, load_image, save_image
+
+
+@pytest.fixture(scope="module")
+def thorax():
+    case = next(c for c in demo_cases() if c.id == "thorax")
+    return case, str(case.ct), str(case.folder / case.info["structures"])
+
+
+def test_a_target_in_the_air_is_refused(thorax, demo_thorax, tmp_path, capsys):
+    case, ct, structures = thorax
+    image, _, body = demo_thorax
+    corner = image.ijk_to_lps(np.array([[2.0, 2.0, image.shape[0] / 2]]))[0]  # a corner of the field: air
+    assert not body[tuple(np.rint(image.lps_to_ijk(corner)[::-1]).astype(int))]
+    code = main(["plan", "--ct", ct, "--structures", structures, "--target", ",".join(f"{x:.1f}" for x in corner),
+                 "--procedure", "lung-biopsy", "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "is outside the body on this scan" in err[0]
+    assert not (tmp_path / "p").exists()  # nothing written, not even an empty folder
+
+
+def test_structures_outside_this_body_are_refused(thorax, demo_thorax, tmp_path, capsys):
+    case, ct, _ = thorax
+    image, _, body = demo_thorax
+    labels = np.zeros(image.shape, np.uint8)
+    labels[2:12, 2:12, 2:12] = 1  # an "aorta" in the corner of the field, in the air
+    save_image(Image(labels, image.affine), tmp_path / "labels.nii.gz")
+    (tmp_path / "labels.json").write_text(json.dumps({"1": "aorta"}))
+    code = main(["plan", "--ct", ct, "--structures", str(tmp_path / "labels.nii.gz"), "--target",
+                 ",".join(f"{x:.1f}" for x in case.target_lps), "--procedure", "lung-biopsy", "--out",
+                 str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "lie outside the body on this CT: they belong to another scan or patient" in err[0]
+
+
+def test_a_target_label_that_is_not_a_lesion_is_flagged(thorax, tmp_path, capsys):
+    case, ct, structures = thorax
+    code = main(["plan", "--ct", ct, "--structures", structures, "--target-label", "heart",
+                 "--procedure", "lung-biopsy", "--out", str(tmp_path / "p")])
+    out = capsys.readouterr().out
+    assert code in (0, 3)
+    assert "CHECK: target heart is a structure of class organ, not a lesion" in out
+    doc = json.loads((tmp_path / "p" / "plan.json").read_text())
+    assert any("not a lesion or a collection" in w for w in doc["warnings"])
+    html = (tmp_path / "p" / "report.html").read_text()
+    assert "Check: target heart is a structure of class organ" in html
+
+
+def test_a_large_seeded_lesion_is_flagged(demo_thorax):
+    image, _, body = demo_thorax
+    centre = next(c for c in demo_cases() if c.id == "thorax").target_lps
+    big = Target(tuple(centre), "lesion", "seed", None, 120.0, 61.0, 70.0)
+    small = Target(tuple(centre), "lesion", "seed", None, 3.0, 18.0, 21.0)
+    assert any("120 ml (70 mm across), larger than most biopsy targets" in w for w in check_target(image, body, big))
+    assert check_target(image, body, small) == []
