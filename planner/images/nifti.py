@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import InputError, brief
 from . import geometry
 from .image import Image, ImageMeta, check_voxel_count
+from .quiet import held_library_warnings
 
 
 def _is_nifti(path: Path) -> bool:
@@ -36,11 +37,90 @@ def _check_data_size(p: Path, img: "nib.Nifti1Image", shape: tuple[int, ...]) ->
                          f"or its header corrupt")
 
 
+#: Forms of the NIfTI header, as the standard names the codes that select them.
+_FORMS = {"sform": ("srow_x", "srow_y", "srow_z"), "qform": ("quatern_b", "quatern_c", "quatern_d", "qoffset_x",
+                                                             "qoffset_y", "qoffset_z")}
+
+
+def _raw_header(p: Path) -> "nib.Nifti1Header | None":
+    """The header exactly as stored (nibabel's loader quietly "fixes" pixdim), or None if unreadable."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(p)) as f:
+            block = f.read(540)
+        for klass in (nib.Nifti1Header, nib.Nifti2Header):
+            size = klass.sizeof_hdr
+            if len(block) >= size and size in (int.from_bytes(block[:4], "little"), int.from_bytes(block[:4], "big")):
+                return klass(binaryblock=block[:size], check=False)
+    except Exception:
+        return None
+    return None
+
+
+def _num(x: float) -> str:
+    x = float(x)
+    return "NaN" if np.isnan(x) else ("infinity" if x > 0 else "-infinity") if np.isinf(x) else f"{x:g}"
+
+
+def _check_nifti_geometry(p: Path, h: "nib.Nifti1Header") -> str:
+    """Refuse a header whose geometry would have to be invented; returns the form used ('sform' or 'qform')."""
+    sform_code, qform_code = int(h["sform_code"]), int(h["qform_code"])
+    if sform_code == 0 and qform_code == 0:
+        raise InputError(
+            f"{p}: qform_code and sform_code are both 0, so the file does not say where its voxels lie in the "
+            f"patient (a reader would have to guess, possibly mirrored); nothing was loaded")
+    form = "sform" if sform_code != 0 else "qform"  # nibabel's and the standard's choice
+    pixdim = np.asarray(h["pixdim"], dtype=np.float64)
+    for axis in (1, 2, 3):
+        v = pixdim[axis]
+        if not np.isfinite(v):
+            raise InputError(f"{p}: pixdim[{axis}] {_num(v)} is impossible: a voxel size must be a finite number; "
+                             f"nothing was loaded")
+        if v == 0:
+            raise InputError(f"{p}: pixdim[{axis}] 0 is impossible: a voxel size of 0 mm; nothing was loaded")
+        if v < 0 and form == "qform":
+            raise InputError(f"{p}: pixdim[{axis}] {_num(v)} is negative, and the qform (the geometry used: "
+                             f"sform_code 0) scales by it; nothing was loaded")
+    if form == "qform" and not np.isfinite(pixdim[0]):
+        raise InputError(f"{p}: pixdim[0] (qfac) {_num(pixdim[0])} is impossible: it must be 1 or -1; nothing was loaded")
+    for name in _FORMS[form]:
+        values = np.atleast_1d(np.asarray(h[name], dtype=np.float64))
+        if not np.all(np.isfinite(values)):
+            raise InputError(f"{p}: {name} [{', '.join(_num(v) for v in values)}] is not finite, and the {form} "
+                             f"({form}_code {sform_code if form == 'sform' else qform_code}) is the geometry used; "
+                             f"nothing was loaded")
+    return form
+
+
+def _check_nifti_affine(p: Path, affine: np.ndarray, form: str) -> None:
+    a = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{p}: the {form} gives a voxel-to-patient matrix with NaN or infinite values; nothing was loaded")
+    m = a[:3, :3]
+    lengths = np.linalg.norm(m, axis=0)
+    if np.any(lengths == 0) or abs(np.linalg.det(m)) <= 1e-9 * float(np.prod(lengths)):
+        raise InputError(f"{p}: the {form} is singular (its voxel axes {'include a zero vector' if np.any(lengths == 0) else 'are not independent'}), "
+                         f"so voxels have no distinct positions; nothing was loaded")
+
+
 def load_nifti(path: str | os.PathLike[str]) -> Image:
-    """Read a 3D NIfTI file into an LPS :class:`Image` (4D files with one volume are accepted)."""
+    """Read a 3D NIfTI file into an LPS :class:`Image` (4D files with one volume are accepted).
+
+    A file whose header does not define the geometry (qform_code and sform_code both 0, voxel
+    sizes 0 or not finite, a singular matrix) is refused rather than placed on a guessed grid.
+    """
+    with held_library_warnings():
+        return _load_nifti(path)
+
+
+def _load_nifti(path: str | os.PathLike[str]) -> Image:
     import nibabel as nib
 
     p = Path(path)
+    raw = _raw_header(p) if p.is_file() else None
+    form = _check_nifti_geometry(p, raw) if raw is not None else "sform"
     try:
         img = nib.load(str(p))
     except FileNotFoundError:
@@ -68,6 +148,7 @@ def load_nifti(path: str | os.PathLike[str]) -> Image:
         data = data.astype(np.int16)
     # NIfTI arrays are [i, j, k]; ours are [k, j, i]. RAS -> LPS at this boundary.
     voxels = np.ascontiguousarray(data.transpose(2, 1, 0))
+    _check_nifti_affine(p, img.affine, form)
     affine = geometry.flip_xy(img.affine)
     meta = ImageMeta(source=str(path), source_format="NIfTI")
     return Image(voxels, affine, meta)
