@@ -9,6 +9,7 @@ each correction is recorded in ``Image.meta.corrections``, or refused with an :c
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ import numpy as np
 from ..errors import GeometryError, InputError, brief
 from . import geometry
 from .image import Image, ImageMeta, check_voxel_count
+from .quiet import held_library_warnings, one_line
 from .restack import restack_slices
 
 #: Called as ``progress(done, total, what)`` during long steps.
@@ -97,6 +99,12 @@ class _Slice:
     sop_instance_uid: str
     localizer: bool
     multiframe: bool = False
+    # What tells apart several images at one position (None: not recorded).
+    echo_number: int | None = None  # EchoNumbers
+    echo_time: float | None = None  # EchoTime, ms
+    temporal: int | None = None  # TemporalPositionIdentifier
+    acquisition: int | None = None  # AcquisitionNumber
+    image_type: str = ""  # ImageType, values joined by backslashes
 
     @property
     def normal(self) -> np.ndarray:
@@ -110,12 +118,18 @@ class _Slice:
 
 @dataclass
 class DicomSeries:
-    """The files of one SeriesInstanceUID found under a folder."""
+    """The files of one SeriesInstanceUID found under a folder.
+
+    Files whose SeriesInstanceUID is blank (common after anonymisation) are grouped by their
+    other identifying attributes instead; ``uid`` is then a key derived from those
+    (``blank-uid-...``, see :func:`blank_uid_key`) and ``blank_uid`` is True.
+    """
 
     uid: str
     headers: list[Any] = field(default_factory=list)  # pydicom Datasets, pixel data deferred
     paths: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
+    blank_uid: bool = False
 
     @property
     def first(self) -> Any:
@@ -135,7 +149,9 @@ class DicomSeries:
     def summary(self) -> dict[str, Any]:
         sizes = Counter(f"{h.get('Columns', '?')}x{h.get('Rows', '?')}" for h in self.headers)
         return {
-            "series_instance_uid": self.uid,
+            "series_instance_uid": "" if self.blank_uid else self.uid,
+            "key": self.uid,
+            "blank_uid": self.blank_uid,
             "modality": self.modality,
             "description": self.description,
             "files": len(self.paths),
@@ -226,14 +242,43 @@ def _parse_all(ds: Any) -> None:
                 _parse_all(item)
 
 
+#: What groups images whose SeriesInstanceUID is blank (with the rounded ImageOrientationPatient).
+BLANK_UID_GROUPING = (
+    "PatientID", "StudyInstanceUID", "StudyDate", "StudyTime", "Modality", "SeriesNumber", "SeriesDescription",
+    "SeriesDate", "SeriesTime", "FrameOfReferenceUID", "Rows", "Columns",
+)
+
+
+def blank_uid_key(ds: Any) -> str:
+    """The stable key (``blank-uid-`` and 12 hex digits) of the series of an image whose
+    SeriesInstanceUID is blank: a hash of :data:`BLANK_UID_GROUPING` and the orientation, so
+    that the same files give the same key wherever they are."""
+    values = [str(ds.get(k, "") or "").strip() for k in BLANK_UID_GROUPING]
+    iop = ds.get("ImageOrientationPatient", None)
+    if iop is None and "SharedFunctionalGroupsSequence" in ds:
+        iop = _lookup(ds.SharedFunctionalGroupsSequence, "PlaneOrientationSequence", "ImageOrientationPatient")
+    try:
+        values.append(",".join(f"{round(float(x), 3) + 0.0:.3f}" for x in iop))
+    except (TypeError, ValueError):
+        values.append(str(iop))
+    return "blank-uid-" + hashlib.sha256("\0".join(values).encode("utf-8", "replace")).hexdigest()[:12]
+
+
 def scan_folder(path: str | os.PathLike[str], progress: Progress | None = None) -> DicomScan:
     """Read the headers of every file under ``path`` (recursively) and group the images by series.
+
+    Images with a blank SeriesInstanceUID are grouped by :func:`blank_uid_key`.
 
     Raises
     ------
     InputError
         If ``path`` does not exist, or holds no file at all.
     """
+    with held_library_warnings():
+        return _scan_folder(path, progress)
+
+
+def _scan_folder(path: str | os.PathLike[str], progress: Progress | None) -> DicomScan:
     from pydicom.errors import InvalidDicomError
 
     root = Path(path)
@@ -274,17 +319,17 @@ def scan_folder(path: str | os.PathLike[str], progress: Progress | None = None) 
         if kind is not None:
             skipped.append((str(f), kind))
             continue
-        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
         if "PixelData" not in ds and "FloatPixelData" not in ds:
             if sop_class in _IMAGE_SOP_CLASSES or "Rows" in ds:
                 corrupt(f, uid, "corrupt or truncated DICOM file (an image object without pixel data)")
             else:
                 skipped.append((str(f), "no pixel data"))
             continue
-        if not uid:
-            skipped.append((str(f), "image without SeriesInstanceUID"))
-            continue
-        s = by_uid.setdefault(uid, DicomSeries(uid))
+        blank = not uid
+        if blank:
+            uid = blank_uid_key(ds)
+        s = by_uid.setdefault(uid, DicomSeries(uid, blank_uid=blank))
         s.headers.append(ds)
         s.paths.append(str(f))
     if progress is not None:
@@ -325,7 +370,8 @@ def select_series(scan: DicomScan, series_uid: str | None = None, modality: str 
 
     def listing(items: Iterable[DicomSeries]) -> str:
         return "; ".join(
-            f"{brief(s.uid, 70)} ({brief(s.modality, 10) or '?'}, {s.n_images()} images"
+            f"{brief(s.uid, 70)} ({'blank SeriesInstanceUID, ' if s.blank_uid else ''}"
+            f"{brief(s.modality, 10) or '?'}, {s.n_images()} images"
             f"{', ' + brief(repr(s.description), 70) if s.description else ''})"
             for s in items
         )
@@ -333,7 +379,7 @@ def select_series(scan: DicomScan, series_uid: str | None = None, modality: str 
     if series_uid:
         chosen = [s for s in usable if s.uid == series_uid]
         if not chosen:
-            raise InputError(f"{scan.root}: no series with SeriesInstanceUID {series_uid}; found: {listing(usable)}")
+            raise InputError(f"{scan.root}: no series with SeriesInstanceUID (or key) {series_uid}; found: {listing(usable)}")
         pick = chosen[0]
     else:
         wanted = [s for s in usable if modality is None or s.modality == modality]
@@ -365,13 +411,42 @@ def select_series(scan: DicomScan, series_uid: str | None = None, modality: str 
 # ---------------------------------------------------------------------------------------------
 # Slices of a series
 # ---------------------------------------------------------------------------------------------
+def _tag(keyword: str) -> str:
+    """The DICOM tag of a keyword as written in the standard, e.g. '(0028,1053)'."""
+    from pydicom.datadict import tag_for_keyword
+
+    t = tag_for_keyword(keyword)
+    return f"({t >> 16:04X},{t & 0xFFFF:04X})" if t is not None else "(?)"
+
+
+def _show(v: Any) -> str:
+    """A header value as written in messages: numbers short, NaN and infinity spelled out."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    if isinstance(v, (float, int, np.floating, np.integer)):
+        f = float(v)
+        if np.isnan(f):
+            return "NaN"
+        return ("-infinity" if f < 0 else "infinity") if np.isinf(f) else f"{f:g}"
+    return brief(repr(v), 80)
+
+
+def _impossible(path: str, keyword: str, value: Any, why: str) -> InputError:
+    return InputError(f"{path}: {keyword} {_show(value)} is impossible (tag {_tag(keyword)}): {why}; nothing was loaded")
+
+
 def _floats(value: Any, n: int, what: str, path: str) -> np.ndarray:
+    """``n`` finite numbers of the attribute ``what`` (a DICOM keyword) or an :class:`InputError`."""
     try:
         arr = np.array([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError(f"{path}: {what} is missing or not numeric ({brief(repr(value), 80)})") from None
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise InputError(f"{path}: {what} must hold {n} finite numbers, got {brief(repr(value), 80)}")
+        raise InputError(
+            f"{path}: {what} (tag {_tag(what)}) is missing or not numeric ({brief(repr(value), 80)})"
+        ) from None
+    if arr.shape != (n,):
+        raise InputError(f"{path}: {what} (tag {_tag(what)}) must hold {n} numbers, got {brief(repr(value), 80)}")
+    if not np.all(np.isfinite(arr)):
+        raise _impossible(path, what, arr.tolist() if n > 1 else arr[0], "not a finite number")
     return arr
 
 
@@ -379,14 +454,75 @@ def _orientation(iop: Any, path: str) -> tuple[np.ndarray, np.ndarray]:
     v = _floats(iop, 6, "ImageOrientationPatient", path)
     r, c = v[:3], v[3:]
     nr, nc = np.linalg.norm(r), np.linalg.norm(c)
+    if nr < 1e-6 or nc < 1e-6:
+        which = "row" if nr < 1e-6 else "column"
+        raise _impossible(path, "ImageOrientationPatient", v.tolist(), f"the {which} direction is a zero vector")
+    if abs(float(r @ c)) / (nr * nc) > 1 - 1e-6:
+        raise _impossible(path, "ImageOrientationPatient", v.tolist(), "the row and column directions are parallel")
     if abs(nr - 1) > 1e-3 or abs(nc - 1) > 1e-3 or abs(float(r @ c)) > 1e-3:
-        raise InputError(
-            f"{path}: ImageOrientationPatient {v.tolist()} is not two orthogonal unit vectors"
-        )
+        raise _impossible(path, "ImageOrientationPatient", v.tolist(),
+                          "the row and column directions must be two orthogonal unit vectors")
     # Re-orthonormalise the 6-digit rounding of the header.
     r = r / nr
     c = c - (c @ r) * r
     return r, c / np.linalg.norm(c)
+
+
+def _pixel_spacing(ps: Any, keyword: str, path: str) -> tuple[float, float]:
+    psv = _floats(ps, 2, keyword, path)
+    if np.any(psv <= 0):
+        raise _impossible(path, keyword, psv.tolist(), "pixel sizes must be positive")
+    return float(psv[0]), float(psv[1])
+
+
+def _rescale(slope: Any, intercept: Any, path: str) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept (1 and 0 when absent or empty), checked."""
+    out = []
+    for keyword, value, default in (("RescaleSlope", slope, 1.0), ("RescaleIntercept", intercept, 0.0)):
+        if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+            out.append(default)
+            continue
+        x = float(_floats([value] if isinstance(value, (str, bytes, int, float)) else value, 1, keyword, path)[0])
+        out.append(x)
+    if out[0] == 0:
+        raise _impossible(path, "RescaleSlope", 0, "every stored value would become the intercept")
+    return out[0], out[1]
+
+
+def _whole(ds: Any, keyword: str, path: str, default: int) -> int:
+    v = ds.get(keyword, None)
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return default
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: {keyword} (tag {_tag(keyword)}) is not a whole number ({brief(repr(v), 40)})") from None
+
+
+def _check_image_pixel_module(ds: Any, path: str) -> tuple[int, int, int]:
+    """Rows, Columns and NumberOfFrames after refusing values no image can have."""
+    rows, cols = _whole(ds, "Rows", path, 0), _whole(ds, "Columns", path, 0)
+    for keyword, n in (("Rows", rows), ("Columns", cols)):
+        if n < 1:
+            raise _impossible(path, keyword, n, "an image needs at least one row and one column")
+    spp = _whole(ds, "SamplesPerPixel", path, 1)
+    if spp < 1:
+        raise _impossible(path, "SamplesPerPixel", spp, "a pixel holds at least one sample")
+    if spp != 1:
+        raise InputError(f"{path}: {spp} samples per pixel (a colour image); a scan volume needs 1")
+    n_frames = _whole(ds, "NumberOfFrames", path, 1)
+    if n_frames < 1:
+        raise _impossible(path, "NumberOfFrames", n_frames, "an image holds at least one frame")
+    bits_alloc = _whole(ds, "BitsAllocated", path, 16)
+    if not (bits_alloc == 1 or (bits_alloc % 8 == 0 and 8 <= bits_alloc <= 64)):
+        raise _impossible(path, "BitsAllocated", bits_alloc, "it must be 1 or a multiple of 8 up to 64")
+    bits_stored = _whole(ds, "BitsStored", path, bits_alloc)
+    if not 1 <= bits_stored <= bits_alloc:
+        raise _impossible(path, "BitsStored", bits_stored, f"it must be between 1 and BitsAllocated ({bits_alloc})")
+    rep = _whole(ds, "PixelRepresentation", path, 0)
+    if rep not in (0, 1):
+        raise _impossible(path, "PixelRepresentation", rep, "it must be 0 (unsigned) or 1 (signed)")
+    return rows, cols, n_frames
 
 
 def _lookup(groups: Sequence[Any], seq: str, attr: str) -> Any:
@@ -398,18 +534,36 @@ def _lookup(groups: Sequence[Any], seq: str, attr: str) -> Any:
     return None
 
 
+def _optional_int(value: Any) -> int | None:
+    try:
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _optional_float(value: Any) -> float | None:
+    try:
+        f = None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if f is not None and np.isfinite(f) else None
+
+
 def _slices_of(ds: Any, path: str) -> list[_Slice]:
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if rows < 1 or cols < 1 or rows > 65535 or cols > 65535:
-        raise InputError(f"{path}: image size Rows={rows} Columns={cols} is not usable")
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    if spp != 1:
-        raise InputError(f"{path}: {spp} samples per pixel (a colour image); a scan volume needs 1")
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    image_type = [str(t).upper() for t in (ds.get("ImageType", []) or [])]
-    localizer = "LOCALIZER" in image_type
+    rows, cols, n_frames = _check_image_pixel_module(ds, path)
+    image_type_values = [str(t).strip().upper() for t in (ds.get("ImageType", []) or [])]
+    localizer = "LOCALIZER" in image_type_values
     sop_uid = str(ds.get("SOPInstanceUID", ""))
     inst = int(ds.get("InstanceNumber", 0) or 0)
+    # What may tell apart several images at one position (echoes, phases, energies).
+    echoes = ds.get("EchoNumbers", None)
+    if echoes is not None and not isinstance(echoes, (str, bytes, int, float)) and len(echoes) == 1:
+        echoes = echoes[0]
+    tells = dict(
+        echo_number=_optional_int(echoes), echo_time=_optional_float(ds.get("EchoTime", None)),
+        temporal=_optional_int(ds.get("TemporalPositionIdentifier", None)),
+        acquisition=_optional_int(ds.get("AcquisitionNumber", None)), image_type="\\".join(image_type_values),
+    )
 
     if "PerFrameFunctionalGroupsSequence" in ds:
         shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
@@ -419,38 +573,43 @@ def _slices_of(ds: Any, path: str) -> list[_Slice]:
         out = []
         for f in range(n_frames):
             groups = (per[f], shared)
+            label = f"{path} [frame {f + 1}]"
             ipp = _lookup(groups, "PlanePositionSequence", "ImagePositionPatient")
             iop = _lookup(groups, "PlaneOrientationSequence", "ImageOrientationPatient")
             ps = _lookup(groups, "PixelMeasuresSequence", "PixelSpacing")
             slope = _lookup(groups, "PixelValueTransformationSequence", "RescaleSlope")
             icpt = _lookup(groups, "PixelValueTransformationSequence", "RescaleIntercept")
             if slope is None:
-                slope = ds.get("RescaleSlope", 1)
+                slope = ds.get("RescaleSlope", None)
             if icpt is None:
-                icpt = ds.get("RescaleIntercept", 0)
-            r, c = _orientation(iop, f"{path} [frame {f + 1}]")
-            psv = _floats(ps, 2, "PixelSpacing", f"{path} [frame {f + 1}]")
+                icpt = ds.get("RescaleIntercept", None)
+            r, c = _orientation(iop, label)
+            frame_tells = dict(tells)
+            te = _optional_float(_lookup(groups, "MREchoSequence", "EffectiveEchoTime"))
+            if te is not None:
+                frame_tells["echo_time"] = te
+            tpi = _optional_int(_lookup(groups, "FrameContentSequence", "TemporalPositionIndex"))
+            if tpi is not None:
+                frame_tells["temporal"] = tpi
             out.append(
-                _Slice(path, f, _floats(ipp, 3, "ImagePositionPatient", f"{path} [frame {f + 1}]"), r, c,
-                       (float(psv[0]), float(psv[1])), rows, cols, _floats([slope], 1, "RescaleSlope", path)[0],
-                       _floats([icpt], 1, "RescaleIntercept", path)[0], inst * 100000 + f,
-                       sop_uid, localizer, multiframe=True)
+                _Slice(path, f, _floats(ipp, 3, "ImagePositionPatient", label), r, c,
+                       _pixel_spacing(ps, "PixelSpacing", label), rows, cols, *_rescale(slope, icpt, label),
+                       inst * 100000 + f, sop_uid, localizer, multiframe=True, **frame_tells)
             )
         return out
     if n_frames > 1:
         raise InputError(f"{path}: multi-frame image ({n_frames} frames) without per-frame positions cannot be placed in space")
     r, c = _orientation(ds.get("ImageOrientationPatient"), path)
-    ps = ds.get("PixelSpacing", None)
+    ps, ps_keyword = ds.get("PixelSpacing", None), "PixelSpacing"
     if ps is None:
-        ps = ds.get("ImagerPixelSpacing", None)
-    psv = _floats(ps, 2, "PixelSpacing", path)
-    if np.any(psv <= 0):
-        raise InputError(f"{path}: PixelSpacing {psv.tolist()} must be positive")
+        ps, ps_keyword = ds.get("ImagerPixelSpacing", None), "ImagerPixelSpacing"
+        if ps is None:
+            ps_keyword = "PixelSpacing"
     return [
         _Slice(path, 0, _floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", path), r, c,
-               (float(psv[0]), float(psv[1])), rows, cols,
-               _floats([ds.get("RescaleSlope", 1) or 1], 1, "RescaleSlope", path)[0],
-               _floats([ds.get("RescaleIntercept", 0) or 0], 1, "RescaleIntercept", path)[0], inst, sop_uid, localizer)
+               _pixel_spacing(ps, ps_keyword, path), rows, cols,
+               *_rescale(ds.get("RescaleSlope", None), ds.get("RescaleIntercept", None), path), inst, sop_uid,
+               localizer, **tells)
     ]
 
 
@@ -500,6 +659,178 @@ def _consistent_slices(series: DicomSeries, notes: list[str]) -> list[_Slice]:
                 f"{s.label}: PixelSpacing {list(s.pixel_spacing)} differs from {list(ref.pixel_spacing)} in {ref.label}"
             )
     return slices
+
+
+# ---------------------------------------------------------------------------------------------
+# Several images per slice position: echoes, phases, acquisitions, image types
+# ---------------------------------------------------------------------------------------------
+#: Attributes tried, in this order, to tell apart the images that share a slice position (and an
+#: echo): contrast phases or temporal positions, repeated acquisitions, dual-energy images.
+PHASE_ATTRIBUTES = ("TemporalPositionIdentifier", "AcquisitionNumber", "ImageType")
+_FIELD = {"EchoNumbers": "echo_number", "EchoTime": "echo_time", "TemporalPositionIdentifier": "temporal",
+          "AcquisitionNumber": "acquisition", "ImageType": "image_type"}
+_PHASE_WORDS = {"TemporalPositionIdentifier": ("phase", "phases"), "AcquisitionNumber": ("acquisition", "acquisitions"),
+                "ImageType": ("image type", "image types")}
+
+
+@dataclass
+class _Split:
+    """How the images of a series that share slice positions are told apart.
+
+    ``echoes`` and ``phases`` map the number the user chooses with (``--echo N``, ``--phase N``)
+    to the attribute value it stands for; empty when the series has one of each.
+    """
+
+    echo_attribute: str | None = None  # "EchoNumbers", or "EchoTime" when EchoNumbers do not differ
+    echoes: dict[int, Any] = field(default_factory=dict)
+    echo_times: dict[int, float | None] = field(default_factory=dict)
+    phase_attribute: str | None = None
+    phases: dict[int, Any] = field(default_factory=dict)
+
+
+def _position_index(slices: list[_Slice]) -> list[int]:
+    """For each image, the index of its slice position (positions closer than DUPLICATE_TOL_MM are one)."""
+    normal = slices[0].normal
+    s = np.array([float(x.position @ normal) for x in slices])
+    order = np.argsort(s, kind="stable")
+    idx = [0] * len(s)
+    cur = 0
+    for n, i in enumerate(order):
+        if n and s[i] - s[order[n - 1]] >= DUPLICATE_TOL_MM:
+            cur += 1
+        idx[i] = cur
+    return idx
+
+
+def _differs(keys: list[Any], values: list[Any]) -> bool:
+    """Whether two images with the same key (slice position, ...) differ in value."""
+    seen: dict[Any, Any] = {}
+    for k, v in zip(keys, values):
+        if seen.setdefault(k, v) != v:
+            return True
+    return False
+
+
+def _split_of(slices: list[_Slice]) -> _Split:
+    split = _Split()
+    keys: list[Any] = _position_index(slices)
+    for attribute in ("EchoNumbers", "EchoTime"):
+        values = [getattr(s, _FIELD[attribute]) for s in slices]
+        if None not in values and _differs(keys, values):
+            split.echo_attribute = attribute
+            distinct = sorted(set(values))
+            if attribute == "EchoNumbers":
+                split.echoes = {int(v): v for v in distinct}
+            else:  # numbered 1, 2, ... by echo time
+                split.echoes = {n + 1: v for n, v in enumerate(distinct)}
+            for n, v in split.echoes.items():
+                tes = sorted({s.echo_time for s in slices if getattr(s, _FIELD[attribute]) == v and s.echo_time is not None})
+                split.echo_times[n] = tes[0] if tes else None
+            keys = [(k, v) for k, v in zip(keys, values)]
+            break
+    for attribute in PHASE_ATTRIBUTES:
+        values = [getattr(s, _FIELD[attribute]) for s in slices]
+        if None not in values and _differs(keys, values):
+            split.phase_attribute = attribute
+            distinct = sorted(set(values))
+            if attribute == "ImageType":
+                split.phases = {n + 1: v for n, v in enumerate(distinct)}
+            else:
+                split.phases = {int(v): v for v in distinct}
+            break
+    return split
+
+
+def _ms(te: float | None) -> str:
+    return "" if te is None else f" (TE {round(te, 1):g} ms)"
+
+
+def _echo_list(split: _Split) -> str:
+    return ", ".join(f"{n}{_ms(split.echo_times[n])}" for n in split.echoes)
+
+
+def _phase_list(split: _Split) -> str:
+    if split.phase_attribute == "ImageType":
+        return ", ".join(f"{n} ({v or 'blank'})" for n, v in split.phases.items())
+    return ", ".join(str(n) for n in split.phases)
+
+
+def _choose_sub_volume(
+    slices: list[_Slice], series: DicomSeries, where: str, echo: int | None, phase: int | None, notes: list[str]
+) -> list[_Slice]:
+    """The images of one echo and one phase, noting in ``notes`` what the series held and what was taken."""
+    split = _split_of(slices)
+    if echo is not None:
+        echo = int(echo)
+        if not split.echoes:
+            numbers = sorted({s.echo_number for s in slices if s.echo_number is not None})
+            if numbers != [echo]:
+                held = f"only echo {numbers[0]}{_ms(slices[0].echo_time)}" if len(numbers) == 1 else \
+                    "no EchoNumbers" if not numbers else f"echo numbers {numbers} at different positions"
+                raise InputError(f"{where}: no echo {echo} in series {series.uid}: its images record {held}; "
+                                 f"leave out --echo")
+        elif echo not in split.echoes:
+            raise InputError(f"{where}: no echo {echo} in series {series.uid}; it holds {len(split.echoes)} echoes: "
+                             f"{_echo_list(split)}; choose one of these with --echo N")
+    if phase is not None:
+        phase = int(phase)
+        if not split.phases:
+            raise InputError(f"{where}: series {series.uid} holds one image per slice position "
+                             f"(and echo), so there is no phase {phase} to choose; leave out --phase")
+        if phase not in split.phases:
+            one, many = _PHASE_WORDS[split.phase_attribute or ""]
+            raise InputError(f"{where}: no phase {phase} in series {series.uid}; it holds {len(split.phases)} "
+                             f"{many} ({split.phase_attribute}): {_phase_list(split)}; choose one of these with --phase N")
+    if split.echoes:
+        n = echo if echo is not None else next(iter(split.echoes))
+        value = split.echoes[n]
+        slices = [s for s in slices if getattr(s, _FIELD[split.echo_attribute or ""]) == value]
+        how = "(EchoNumbers)" if split.echo_attribute == "EchoNumbers" else \
+            "(told apart by EchoTime, numbered by it: no EchoNumbers tell them apart)"
+        notes.append(f"{len(split.echoes)} echoes in this series {how}: {_echo_list(split)}; echo {n}"
+                     f"{_ms(split.echo_times[n])} loaded" + (", as asked" if echo is not None else
+                                                              "; choose another with --echo N"))
+    if split.phases:
+        n = phase if phase is not None else next(iter(split.phases))
+        value = split.phases[n]
+        slices = [s for s in slices if getattr(s, _FIELD[split.phase_attribute or ""]) == value]
+        one, many = _PHASE_WORDS[split.phase_attribute or ""]
+        shown = f" ({value or 'blank'})" if split.phase_attribute == "ImageType" else ""
+        notes.append(f"{len(split.phases)} {many} at the same slice positions in this series "
+                     f"({split.phase_attribute}): {_phase_list(split)}; {one} {n}{shown} loaded"
+                     + (", as asked" if phase is not None else "; choose another with --phase N"))
+    return slices
+
+
+def series_sub_volumes(series: DicomSeries) -> dict[str, Any]:
+    """The echoes and phases of a series whose images share slice positions, for ``planner info``.
+
+    ``{"echo_attribute": ..., "echoes": [{"echo": n, "echo_time_ms": te}], "phase_attribute": ...,
+    "phases": [{"phase": n, "value": v}]}``; the lists are empty for an ordinary series.
+    """
+    slices = _consistent_slices(series, [])
+    split = _split_of(slices)
+    return {
+        "echo_attribute": split.echo_attribute,
+        "echoes": [{"echo": n, "echo_time_ms": split.echo_times[n]} for n in split.echoes],
+        "phase_attribute": split.phase_attribute,
+        "phases": [{"phase": n, "value": v} for n, v in split.phases.items()],
+    }
+
+
+def format_sub_volumes(sub: dict[str, Any]) -> list[str]:
+    """``planner info``'s lines for :func:`series_sub_volumes`, e.g. '8 echoes: 1 (TE 6.3 ms), ...'."""
+    lines = []
+    if sub["echoes"]:
+        lines.append(f"{len(sub['echoes'])} echoes: " + ", ".join(
+            f"{e['echo']}{_ms(e['echo_time_ms'])}" for e in sub["echoes"]) + " (choose with --echo N)")
+    if sub["phases"]:
+        attribute = sub["phase_attribute"]
+        many = _PHASE_WORDS[attribute][1]
+        shown = (", ".join(f"{p['phase']} ({p['value'] or 'blank'})" for p in sub["phases"]) if attribute == "ImageType"
+                 else ", ".join(str(p["phase"]) for p in sub["phases"]))
+        lines.append(f"{len(sub['phases'])} {many} ({attribute}): {shown} (choose with --phase N)")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,7 +908,7 @@ def _decode_file(ds: Any, path: str) -> np.ndarray:
         raise
     except Exception as exc:
         name = getattr(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None), "name", ts)
-        raise InputError(f"{path}: cannot decode the pixel data ({name}): {exc}") from None
+        raise InputError(f"{path}: cannot decode the pixel data ({name}): {one_line(exc)}") from None
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[None]
@@ -595,6 +926,8 @@ def _store(vol: np.ndarray, k: int, stored: np.ndarray, s: _Slice) -> None:
     if vol.dtype == np.float32:
         vol[k] = stored.astype(np.float64) * s.slope + s.intercept
         return
+    if not stored.dtype.isnative:  # Explicit VR Big Endian: the view below needs native bytes
+        stored = stored.astype(stored.dtype.newbyteorder("="))
     icpt = int(s.intercept)
     lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
     if lo + icpt < -32768 or hi + icpt > 32767:
@@ -698,16 +1031,54 @@ def load_series(
     source: str = "",
     progress: Progress | None = None,
     workers: int | None = None,
+    echo: int | None = None,
+    phase: int | None = None,
 ) -> Image:
     """Assemble one series into an :class:`Image` on a regular, orthogonal grid.
+
+    A series holding several images per slice position (echoes of a multi-echo MR, contrast
+    phases or temporal positions, repeated acquisitions, dual-energy image types) is split:
+    ``echo`` (the EchoNumbers value) and ``phase`` (the TemporalPositionIdentifier or
+    AcquisitionNumber value, or the number ``planner info`` gives an ImageType) choose the
+    sub-volume, the first of each by default; the corrections say what was there and what
+    was loaded.
 
     Raises
     ------
     InputError
         For any problem that makes the volume unsafe to use; nothing partial is returned.
     """
+    with held_library_warnings():
+        return _load_series(series, source, progress, workers, echo, phase)
+
+
+def _blank_uid_note(series: DicomSeries) -> str | None:
+    blank = []
+    if series.blank_uid:
+        blank.append("SeriesInstanceUID")
+    for keyword in ("StudyInstanceUID", "SOPInstanceUID"):
+        if any(not str(h.get(keyword, "") or "").strip() for h in series.headers):
+            blank.append(keyword)
+    if not blank:
+        return None
+    what = " and ".join(blank) if len(blank) < 3 else f"{blank[0]}, {blank[1]} and {blank[2]}"
+    note = f"{what} {'is' if len(blank) == 1 else 'are'} blank in these files (common after anonymisation)"
+    if series.blank_uid:
+        note += (f": the images were grouped as series {series.uid} by {', '.join(BLANK_UID_GROUPING[:-2])}, "
+                 f"image size and orientation; a plan made on this scan is bound to it by the voxel hash alone")
+    return note
+
+
+def _load_series(
+    series: DicomSeries, source: str, progress: Progress | None, workers: int | None, echo: int | None,
+    phase: int | None,
+) -> Image:
     notes: list[str] = []
+    blank = _blank_uid_note(series)
+    if blank:
+        notes.append(blank)
     slices = _consistent_slices(series, notes)
+    slices = _choose_sub_volume(slices, series, source or series.paths[0], echo, phase, notes)
     normal = slices[0].normal
     s_pos = np.array([float(s.position @ normal) for s in slices])
     order = np.lexsort((np.array([s.instance_number for s in slices]), s_pos))
@@ -806,6 +1177,8 @@ def load_dicom(
     modality: str | None = "CT",
     progress: Progress | None = None,
     workers: int | None = None,
+    echo: int | None = None,
+    phase: int | None = None,
 ) -> Image:
     """Load one DICOM series from a folder (searched recursively) or a single file.
 
@@ -820,10 +1193,14 @@ def load_dicom(
         ``progress(done, total, what)``.
     workers : int, optional
         Threads used to decode slices.
+    echo, phase : int, optional
+        The sub-volume of a series with several images per slice position (see :func:`load_series`).
     """
-    scan = scan_folder(path, progress)
-    series = select_series(scan, series_uid, modality)
-    return load_series(series, str(path), progress, workers)
+    with held_library_warnings():
+        scan = scan_folder(path, progress)
+        series = select_series(scan, series_uid, modality)
+        return load_series(series, str(path), progress, workers, echo=echo, phase=phase)
 
 
-__all__ = ["DicomScan", "DicomSeries", "scan_folder", "select_series", "load_series", "load_dicom", "GeometryError"]
+__all__ = ["DicomScan", "DicomSeries", "scan_folder", "select_series", "load_series", "load_dicom", "GeometryError",
+           "series_sub_volumes", "format_sub_volumes", "blank_uid_key"]

@@ -27,20 +27,29 @@ def load_image(
     series_uid: str | None = None,
     modality: str | None = "CT",
     progress: Progress | None = None,
+    echo: int | None = None,
+    phase: int | None = None,
 ) -> Image:
     """Load a scan: a DICOM folder (searched recursively) or file, a NIfTI or an NRRD file.
 
     ``modality`` is enforced for DICOM; NIfTI and NRRD record none, so the image's
     ``meta.modality`` is set to it and the fact is noted in ``meta.corrections``.
+    ``echo`` and ``phase`` choose the sub-volume of a DICOM series with several images per
+    slice position (the EchoNumbers value; the phase number ``planner info`` lists); without
+    them the first is loaded and the corrections say so.
     """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
     kind = source_kind(p)
     if kind == "dicom":
-        return load_dicom(p, series_uid=series_uid, modality=modality, progress=progress)
+        return load_dicom(p, series_uid=series_uid, modality=modality, progress=progress, echo=echo, phase=phase)
     if series_uid:
         raise InputError(f"{p}: --series applies to DICOM input only")
+    for option, value in (("--echo", echo), ("--phase", phase)):
+        if value is not None:
+            fmt = "NIfTI" if kind == "nifti" else "NRRD"
+            raise InputError(f"{p}: {option} applies to DICOM input only (a {fmt} file holds one volume)")
     image = load_nifti(p) if kind == "nifti" else load_nrrd(p)
     if modality:
         image = image.with_meta(
