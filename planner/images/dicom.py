@@ -234,6 +234,8 @@ def _parse_all(ds: Any) -> None:
     if ds is None:
         return
     for tag in list(ds.keys()):
+        if tag.is_private:
+            continue  # never used here; vendors' private dictionaries often disagree with the files
         if getattr(ds.get_item(tag), "value", b"") is None:
             continue  # deferred
         elem = ds[tag]
