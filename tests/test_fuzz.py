@@ -395,3 +395,29 @@ def test_seeds_read_back(ws):
             result = ws.read(name, ws.seed(name))
             assert not isinstance(result, Exception), result
     assert np.asarray(ws.ctx.ct.shape).prod() > 0
+
+
+def test_enhanced_ct_transfer_syntax_with_a_line_break_gives_a_one_line_message(ws):
+    # '1.2.840.10008\n1.2.1': pydicom cannot decode, and the message quoted the UID over two lines
+    seed = ws.seed("dicom_file")
+    data = set_value(seed, 0x0002, 0x0010, b"1.2.840.10008\n1.2.1")
+    with pytest.raises(InputError) as err:
+        load_image(seed_file(ws, "dicom_file", data))
+    one_line(err.value)
+
+
+def test_slicer_segment_colour_of_nan_is_refused(ws):
+    # int(round(nan)): ValueError
+    data = nrrd_header_edit(ws.seed("slicer_seg"), "Segment1_Color", b"nan 0.5 0.5")
+    with pytest.raises(InputError, match="Color") as err:
+        load_structures(seed_file(ws, "slicer_seg", data), ws.ctx.ct)
+    one_line(err.value)
+
+
+def test_label_table_giving_one_long_name_to_two_values_is_refused_in_one_line(ws):
+    # "structure '1000...0' is given twice": 428 characters, and no file named
+    name = "1" + "0" * 400
+    data = json.dumps({"1": name, "2": name}).encode()
+    with pytest.raises(InputError, match="labels.nrrd") as err:
+        load_structures(seed_file(ws, "label_table", data).with_name("labels.nrrd"), ws.ctx.ct)
+    one_line(err.value)

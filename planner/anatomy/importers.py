@@ -164,6 +164,9 @@ def load_label_map(
     sset = StructureSet.for_image(ct)
     for value, name in sorted(table.items()):
         if value in values:
+            if name in sset.names():
+                raise InputError(f"{p}: the label table gives the name {brief(repr(name), 60)} to more than one "
+                                 "value found in the map")
             add_mask(sset, ct, name, img.voxels == value, img.affine, str(p))
         else:
             sset.empty.append(name)

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from ..images import Image
 from ..images.geometry import check_affine, spacing
 from .registry import StructureClass, class_of, colour_of
@@ -83,7 +83,7 @@ class StructureSet:
         if m.shape != self.shape:
             raise InputError(f"structure {name!r}: mask shape {m.shape} does not match the image grid {self.shape}")
         if name in self._items and not replace:
-            raise InputError(f"structure {name!r} is given twice")
+            raise InputError(f"structure {brief(repr(name), 60)} is given twice")
         m = m.astype(bool, copy=False)
         idx = [np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
         if any(len(v) == 0 for v in idx):
