@@ -13,6 +13,7 @@ LabelValue/Layer fields: there each segment owns one layer of a 4D array, with v
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -110,7 +111,7 @@ def _segments(header: dict[str, Any], n_layers: int, p: Path) -> list[dict[str, 
                 rgb = [float(c) for c in f["Color"].split()]
             except ValueError:
                 rgb = []
-            if len(rgb) != 3:
+            if len(rgb) != 3 or not all(math.isfinite(c) for c in rgb):
                 raise InputError(f"{what}: Color {brief(repr(f['Color']), 60)} is not three numbers 0..1")
             colour = tuple(int(round(min(max(c, 0.0), 1.0) * 255)) for c in rgb)
         out.append({"name": f.get("Name") or f.get("ID") or f"Segment_{n}", "colour": colour, "value": value, "layer": layer})

@@ -910,7 +910,7 @@ def _decode_file(ds: Any, path: str) -> np.ndarray:
         raise
     except Exception as exc:
         name = getattr(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None), "name", ts)
-        raise InputError(f"{path}: cannot decode the pixel data ({name}): {one_line(exc)}") from None
+        raise InputError(f"{path}: cannot decode the pixel data ({brief(name, 70)}): {one_line(exc)}") from None
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[None]
