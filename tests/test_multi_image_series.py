@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-
 from conftest import SHARED_DATA
-from dicomgen import Acquisition, find_landmarks, LANDMARKS
+from dicomgen import LANDMARKS, Acquisition, find_landmarks
+
 from planner.errors import InputError
 from planner.images import ImageMeta, load_image
 from planner.images.dicom_write import write_ct_slices

@@ -18,8 +18,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-
 from dicomgen import Acquisition, write_acquisition
+
 from planner.images import load_image
 
 PLANNER = Path(sys.executable).with_name("planner")
@@ -257,7 +257,7 @@ def test_two_blank_uid_series_are_told_apart_by_a_stable_key(tmp_path):
     blank_uids(a, SeriesNumber=2, SeriesDescription="arterial")
     blank_uids(b, SeriesNumber=3, SeriesDescription="venous")
 
-    code, out, err = planner("info", str(folder))
+    code, _, err = planner("info", str(folder))
     line = assert_one_line_error(code, err, "2 CT series found", "choose one with --series")
     keys = [w.strip(";(,") for w in line.split() if w.startswith("blank-uid-")]
     assert len(set(keys)) == 2
@@ -266,7 +266,7 @@ def test_two_blank_uid_series_are_told_apart_by_a_stable_key(tmp_path):
     moved = tmp_path / "elsewhere"
     shutil.copytree(folder, moved)
     for key in keys:
-        code, out, err = planner("info", str(moved), "--series", key, "--json")
+        code, _, err = planner("info", str(moved), "--series", key, "--json")
         assert code == 0, err
     import json
 

@@ -446,7 +446,7 @@ def _floats(value: Any, n: int, what: str, path: str) -> np.ndarray:
             f"{path}: {what} (tag {_tag(what)}) is missing or not numeric ({brief(repr(value), 80)})"
         ) from None
     if arr.shape != (n,):
-        raise InputError(f"{path}: {what} (tag {_tag(what)}) must hold {n} numbers, got {brief(repr(value), 80)}")
+        raise InputError(f"{path}: {what} (tag {_tag(what)}) must hold {n} number{'s' if n > 1 else ''}, got {brief(repr(value), 80)}")
     if not np.all(np.isfinite(arr)):
         raise _impossible(path, what, arr.tolist() if n > 1 else arr[0], "not a finite number")
     return arr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ _FORMS = {"sform": ("srow_x", "srow_y", "srow_z"), "qform": ("quatern_b", "quate
                                                              "qoffset_y", "qoffset_z")}
 
 
-def _raw_header(p: Path) -> "nib.Nifti1Header | None":
+def _raw_header(p: Path) -> Any:
     """The header exactly as stored (nibabel's loader quietly "fixes" pixdim), or None if unreadable."""
     import nibabel as nib
     from nibabel.openers import ImageOpener
@@ -64,7 +65,7 @@ def _num(x: float) -> str:
     return "NaN" if np.isnan(x) else ("infinity" if x > 0 else "-infinity") if np.isinf(x) else f"{x:g}"
 
 
-def _check_nifti_geometry(p: Path, h: "nib.Nifti1Header") -> str:
+def _check_nifti_geometry(p: Path, h: Any) -> str:
     """Refuse a header whose geometry would have to be invented; returns the form used ('sform' or 'qform')."""
     sform_code, qform_code = int(h["sform_code"]), int(h["qform_code"])
     if sform_code == 0 and qform_code == 0:
