@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import logging
 import random
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ws = fuzzkit.Workspace(work / "ws")
     current = args.out / "current-input.bin"  # what a hard crash or a hang in C code was reading
     faulthandler.enable()
+    warnings.simplefilter("ignore")  # libraries warn about every damaged header; the summary is what counts
+    logging.getLogger("nibabel").setLevel(logging.ERROR)
 
     start = time.monotonic()
     rows = []
