@@ -31,10 +31,10 @@ import fuzzkit  # noqa: E402
 
 def plan_seed(folder: Path) -> Path:
     """A plan.json written by the planner on the demo thorax (two trajectories)."""
-    from planner.workflow import run_plan
+    import planner
 
-    run_plan(ROOT / "assets/demo/thorax/ct", "lung-biopsy", folder, structures=ROOT / "assets/demo/thorax/structures.nii.gz",
-             target_point="-85,-14,39", n_best=2)
+    planner.plan(ROOT / "assets/demo/thorax/ct", procedure="lung-biopsy", target=(-85, -14, 39), n=2,
+                 structures=ROOT / "assets/demo/thorax/structures.nii.gz").write(folder)
     return folder / "plan.json"
 
 

@@ -53,12 +53,12 @@ def main() -> int:
         if not CHEST.is_dir():
             print(f"chest CT not found at {CHEST}; give --plan DIR", file=sys.stderr)
             return 2
-        from planner.workflow import run_plan
+        import planner
 
         tmp = tempfile.TemporaryDirectory(prefix="render-bench-")
         plan_dir = tmp.name
         t = time.perf_counter()
-        run_plan(CHEST, "lung-biopsy", plan_dir, seed="-82,82,-8", n_best=3)
+        planner.plan(CHEST, procedure="lung-biopsy", seed="-82,82,-8", n=3).write(plan_dir)
         print(f"(planning the chest CT, not counted: {time.perf_counter() - t:.1f} s)")
 
     t0 = time.perf_counter()

@@ -78,7 +78,7 @@ def save_png(pixels: np.ndarray, path: Path, marks: list[tuple[float, float]] = 
 def run_demo(out: Path) -> Iterator[str]:
     """Run every demo case into ``out/<case>/``; yields one line of news per step.
 
-    Each plan folder is written as a whole (see :func:`planner.workflow.plan_and_write`); the
+    Each plan folder is written as a whole (see :func:`planner.session.plan_and_write`); the
     case's first folder also gets an axial, coronal and sagittal PNG through the target."""
     from .images import load_image
 
@@ -111,7 +111,7 @@ def _plan_case(case: DemoCase, image: Any, out: Path) -> Iterator[str]:
     (``out/../knee-synovial-biopsy`` for the knee case)."""
     from .atomic import replace_folder
     from .planning import list_presets
-    from .workflow import plan_and_write
+    from .session import PlanRequest, TargetSpec, plan_and_write
 
     first = case.info.get("procedure")
     procedures = [first] + [p for p in case.info.get("also_procedures", []) if p != first]
@@ -126,18 +126,18 @@ def _plan_case(case: DemoCase, image: Any, out: Path) -> Iterator[str]:
                 with replace_folder(where) as staging:
                     also(staging)
             continue
-        run, rs = plan_and_write(case.ct, procedure, where, dicom=True, also=also,
-                                 structures=case.folder / case.info["structures"],
-                                 target_label=case.info["target"]["label"])
+        request = PlanRequest(case.ct, procedure, [TargetSpec("label", case.info["target"]["label"])],
+                              structures=case.folder / case.info["structures"])
+        session, plan, rs = plan_and_write(request, where, dicom=True, also=also)
         for path in pngs:
             yield f"{case.id}: wrote {where / 'images' / path.name}"
         pngs.clear()
-        best = run.result.trajectories[0] if run.result.trajectories else None
+        best = plan.trajectories[0] if plan.trajectories else None
         if best is None:
-            yield f"{case.id}: {procedure}: NO SAFE TRAJECTORY; " + "; ".join(run.result.explanation)
+            yield f"{case.id}: {procedure}: NO SAFE TRAJECTORY; " + "; ".join(plan.targets[0].explanation)
         else:
-            approach = f" ({run.preset.approach.id})" if run.preset.approach else ""
-            yield (f"{case.id}: planned {procedure}{approach}: {len(run.result.trajectories)} trajectories, best depth "
+            approach = f" ({session.preset.approach.id})" if session.preset.approach else ""
+            yield (f"{case.id}: planned {procedure}{approach}: {len(plan.trajectories)} trajectories, best depth "
                    f"{best.length_mm:.1f} mm, {best.limiting}; wrote {where / 'plan.json'}")
         yield f"{case.id}: wrote the report set: {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, " \
               f"{len(rs.meshes)} meshes, {len(rs.dicom)} DICOM objects"

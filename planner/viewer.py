@@ -98,8 +98,7 @@ class Viewer:
         self.views: dict[str, V.View] = {}
         self.interactor: Any = None
         self._timer: int | None = None
-        self._context: tuple[np.ndarray, Any] | None = None
-        self._body: np.ndarray | None = None
+        self._session: Any = None  # the planning session of a re-plan (made at the first)
         self.messages: list[str] = []
         self._build()
 
@@ -299,41 +298,31 @@ class Viewer:
             self._refresh_plan()
 
     def replan(self) -> Any:
-        """Plan again to the current target with the plan's preset and structures (planner.planning)."""
-        from .anatomy.autoseg import body_of
+        """Plan again to the current target through the planning session of the plan's own
+        preset, approach, side and structures; everything the re-plan decides replaces the plan's."""
         from .anatomy.target import target_at_point
-        from .planning import load_preset, plan, prepare
-        from .planning.explain import describe
+        from .session import PlanningSession
 
         case = self.scene.case
         if case.plan is None or case.structures is None or self.target is None:
             raise PlannerError("re-planning needs the plan's procedure, its structures and a target")
-        binding = case.plan.get("preset") or {}
-        approach = binding.get("approach") if binding else ((case.plan.get("hard_constraints") or {}).get("approach")
-                                                            or {}).get("id")
-        preset = load_preset(str(case.plan["procedure"]), approach)  # the plan's own approach and side
-        side = binding.get("side")
-        sset = case.structures
-        if self._body is None:
-            self._body = body_of(case.ct, sset)
+        if self._session is None:
+            binding = case.plan.get("preset") or {}
+            approach = binding.get("approach") if binding else \
+                ((case.plan.get("hard_constraints") or {}).get("approach") or {}).get("id")
+            self._session = PlanningSession(case.ct, case.structures, procedure=str(case.plan["procedure"]),
+                                            approach=approach, side=binding.get("side"),
+                                            structures_source=str(case.plan.get("structures_source", "")))
         target = target_at_point(case.ct, self.target, label=case.target_label or "target")
-        # The prepared context covers the needle's reach around its centre plus 10 mm: reuse it
-        # for a target moved less than that margin, prepare anew otherwise.
-        if self._context is None or np.linalg.norm(self._context[0] - self.target) > 5.0:
-            self._context = (self.target.copy(), prepare(case.ct, sset, preset, self.target, self._body))
-        result = plan(case.ct, sset, target, preset, self._body, n_best=max(len(case.paths), 3),
-                      context=self._context[1], side=side)
-        for t in result.trajectories:
-            describe(t, sset, preset, case.target_label, case.target_diameter_mm)
-        case.paths = [NeedlePath.from_dict(t.to_dict()) for t in result.trajectories]
+        plan = self._session.plan([target], n_best=max(len(case.paths), 3))
+        result = plan.results[0]
+        case.paths = [NeedlePath.from_dict(t.to_json()) for t in plan.trajectories]
         rm = result.risk_map
         case.risk_map = RiskMap(np.asarray(rm["entries"], float), np.asarray(rm["score"], float),
                                 np.asarray(rm["reason"]).astype(str))
-        # everything the re-plan decided replaces the plan's: nothing of the old target stays
-        case.plan = dict(case.plan, trajectories=[t.to_dict() for t in result.trajectories], status=result.status,
-                         rejected=dict(result.rejected), n_candidates=result.n_candidates,
-                         explanation=list(result.explanation),
-                         target=dict(case.plan.get("target", {}), point=[float(x) for x in self.target]))
+        block = plan.targets[0].to_json()
+        block["target"] = dict(case.plan.get("target", {}), point=[float(x) for x in self.target])
+        case.plan = dict(case.plan, **block, warnings=plan.warnings)
         self.selected = 1
         self.messages.append(f"re-planned at {np.round(self.target, 1).tolist()}: {len(case.paths)} trajectories"
                              + ("" if case.paths else " - NO SAFE TRAJECTORY: " + "; ".join(result.explanation)))

@@ -40,11 +40,11 @@ EXAMPLES = {
 @pytest.fixture(scope="session")
 def plan_seed(tmp_path_factory) -> Path:
     """A plan.json written by the planner itself (the demo thorax, two trajectories)."""
-    from planner.workflow import run_plan
+    import planner
 
     out = tmp_path_factory.mktemp("fuzz-plan")
-    run_plan(ROOT / "assets/demo/thorax/ct", "lung-biopsy", out, structures=ROOT / "assets/demo/thorax/structures.nii.gz",
-             target_point="-85,-14,39", n_best=2)
+    planner.plan(ROOT / "assets/demo/thorax/ct", procedure="lung-biopsy", target=(-85, -14, 39), n=2,
+                 structures=ROOT / "assets/demo/thorax/structures.nii.gz").write(out)
     return out / "plan.json"
 
 

@@ -15,7 +15,7 @@ import pytest
 from planner.anatomy.target import LARGE_LESION_ML, Target, check_target  # noqa: F401
 from planner.cli.main import main
 from planner.demo import demo_cases
-from planner.images import Image, load_image, save_image
+from planner.images import Image, save_image
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,15 @@ from planner.anatomy.registry import StructureClass, colour_of
 from planner.demo import demo_cases
 from planner.images import Image, load_image
 from planner.images.reslice import window as apply_window
-from planner.scene import Case, RiskMap, Scene, case_from_objects, load_case, render_views
+from planner.scene import Case, RiskMap, Scene, case_from_objects, render_views
 from planner.scene import geometry as G
 from planner.scene import views as V
 from planner.scene.needles import CHOSEN, TARGET, target_actor
 from planner.scene.riskmap import categories
 from planner.scene.slices import SLICE_WINDOWS
 from planner.scene.surfaces import mask_mesh
-from planner.scene.vtkutil import polydata_points, vtk
-from planner.workflow import run_plan
+from planner.scene.vtkutil import polydata_points
+import planner
 
 SIZE = (640, 480)
 
@@ -41,10 +41,12 @@ def thorax(tmp_path_factory):
     """The demo thorax, planned (lung biopsy) into a plan folder, and its scene."""
     c = _case("thorax")
     out = tmp_path_factory.mktemp("thorax_plan")
-    run = run_plan(c.ct, c.info["procedure"], out, structures=c.folder / c.info["structures"],
-                   target_label=c.info["target"]["label"], n_best=3)
-    assert run.result.status == "ok"
-    case = case_from_objects(run.ct, run.structures, run.document, run.result.risk_map, title="demo thorax")
+    plan = planner.plan(c.ct, procedure=c.info["procedure"], structures=c.folder / c.info["structures"],
+                        target_label=c.info["target"]["label"], n=3)
+    plan.write(out)
+    assert plan.status == "ok"
+    s = plan.session
+    case = case_from_objects(s.image, s.structures, plan.to_json(), plan.results[0].risk_map, title="demo thorax")
     return out, Scene(case)
 
 
@@ -62,9 +64,11 @@ def knee():
 def chest(tmp_path_factory):
     """The real chest CT, lung biopsy of the right-lung lesion (automatic segmentation)."""
     out = tmp_path_factory.mktemp("chest_plan")
-    run = run_plan(CHEST_CT, "lung-biopsy", out, seed="-82,82,-8", n_best=2)
-    assert run.result.status == "ok"
-    return out, Scene(case_from_objects(run.ct, run.structures, run.document, run.result.risk_map))
+    plan = planner.plan(CHEST_CT, procedure="lung-biopsy", seed="-82,82,-8", n=2)
+    plan.write(out)
+    assert plan.status == "ok"
+    s = plan.session
+    return out, Scene(case_from_objects(s.image, s.structures, plan.to_json(), plan.results[0].risk_map))
 
 
 # --- helpers -----------------------------------------------------------------------------------

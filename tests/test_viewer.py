@@ -13,16 +13,17 @@ from planner.demo import demo_cases
 from planner.scene import load_case
 from planner.scene.needles import TARGET
 from planner.viewer import LAYOUT, Viewer
-from planner.workflow import run_plan
+import planner
 
 
 @pytest.fixture(scope="module")
 def plan_dir(tmp_path_factory):
     c = next(c for c in demo_cases() if c.id == "thorax")
     out = tmp_path_factory.mktemp("thorax_view")
-    run = run_plan(c.ct, c.info["procedure"], out, structures=c.folder / c.info["structures"],
-                   target_label=c.info["target"]["label"], n_best=3)
-    assert len(run.result.trajectories) >= 2
+    plan = planner.plan(c.ct, procedure=c.info["procedure"], structures=c.folder / c.info["structures"],
+                        target_label=c.info["target"]["label"], n=3)
+    plan.write(out)
+    assert len(plan.trajectories) >= 2
     return out
 
 
@@ -191,9 +192,10 @@ def test_replan_keeps_the_plans_approach(tmp_path):
     default (lateral) side."""
     c = next(c for c in demo_cases() if c.id == "knee")
     out = tmp_path / "knee_medial"
-    run = run_plan(c.ct, "knee-injection", out, structures=c.folder / c.info["structures"],
-                   target_label="knee_effusion_right", approach="suprapatellar-medial", n_best=3)
-    assert run.result.status == "ok"
+    plan = planner.plan(c.ct, procedure="knee-injection", structures=c.folder / c.info["structures"],
+                        target_label="knee_effusion_right", approach="suprapatellar-medial", n=3)
+    plan.write(out)
+    assert plan.status == "ok"
     v = Viewer(load_case(out), size=(600, 400))
     v.attach_interactor()
     _press(v, "Return")
@@ -201,3 +203,28 @@ def test_replan_keeps_the_plans_approach(tmp_path):
     assert paths, v.messages
     # right knee: medial is towards the patient's left, larger LPS x than the target
     assert all(p.entry[0] > p.target[0] + 5.0 for p in paths), [p.entry for p in paths]
+
+
+def test_replan_keeps_the_side_given_and_says_what_it_decided(tmp_path):
+    """A point target has no side in its name: the plan's --side must reach the re-plan (it was
+    lost, and a lateral approach then failed for want of a side), and the re-plan's explanation
+    and rejection counts replace the first plan's instead of staying stale."""
+    c = next(c for c in demo_cases() if c.id == "knee")
+    ct = planner.load_image(c.ct)
+    structures = planner.load_structures(c.folder / c.info["structures"], ct)
+    point = tuple(c.target_lps)
+    plan = planner.plan(ct, procedure="knee-injection", structures=structures, target=point, side="right",
+                        approach="suprapatellar-lateral", n=2)
+    assert plan.ok and plan.preset.side == "right"
+    out = tmp_path / "knee_side"
+    plan.write(out)
+    v = Viewer(load_case(out), size=(600, 400))
+    v.move_target(np.array([0.0, 0.0, 2.0]))
+    result = v.replan()
+    case = v.scene.case
+    assert case.paths, v.messages
+    # right knee, lateral: towards the patient's right, smaller LPS x than the target
+    assert all(p.entry[0] < p.target[0] - 5.0 for p in case.paths), [p.entry for p in case.paths]
+    assert case.plan["explanation"] == list(result.explanation)
+    assert case.plan["rejected"] == dict(result.rejected)
+    assert case.plan["n_candidates"] == result.n_candidates != plan.targets[0].n_candidates

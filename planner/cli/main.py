@@ -206,32 +206,33 @@ class _TargetAction(argparse.Action):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..workflow import plan_and_write
+    from ..session import PlanRequest, TargetSpec, plan_and_write
 
-    specs = list(args.targets)
-    if not specs:
+    if not args.targets:
         print("planner plan: give a target: --target X,Y,Z, --target-label NAME, --seed X,Y,Z or --target-joint NAME",
               file=sys.stderr)
         return EXIT_INPUT
+    request = PlanRequest(args.ct, args.procedure, [TargetSpec(kind, text) for kind, text in args.targets],
+                          structures=args.structures, series_uid=args.series, modality=args.modality,
+                          echo=args.echo, phase=args.phase, approach=args.approach, side=args.side, n_best=args.n,
+                          fissure_points=args.fissure_points)
     progress = _Progress()
     try:
-        run, rs = plan_and_write(args.ct, args.procedure, args.out, dicom=args.dicom, anonymize=args.anonymize,
-                                 structures=args.structures, targets=specs, series_uid=args.series, n_best=args.n,
-                                 approach=args.approach, side=args.side, modality=args.modality,
-                                 fissure_points=args.fissure_points, progress=progress)
+        session, plan, rs = plan_and_write(request, args.out, dicom=args.dicom, anonymize=args.anonymize,
+                                           progress=progress)
     finally:
         progress.close()
-    for target, result in zip(run.targets, run.results):
-        print(_format_plan(result, target, run.preset))
-    for note in run.structures.notes:
+    for block, result in zip(plan.targets, plan.results):
+        print(_format_plan(result, block.target, session.preset))
+    for note in session.structures.notes:
         print(f"note: {note}")
-    for warning in run.warnings:
+    for warning in plan.warnings:
         print(f"CHECK: {warning}")
-    print(f"wrote {run.out / 'plan.json'}")
+    print(f"wrote {rs.plan_dir / 'plan.json'}")
     print(f"wrote {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, {len(rs.meshes)} meshes"
           + (f", {len(rs.dicom)} DICOM objects in {rs.dicom[0].parent}" if rs.dicom else "")
           + (" (de-identified)" if args.anonymize else ""))
-    return EXIT_OK if run.ok else EXIT_NO_SAFE_PATH
+    return EXIT_OK if plan.ok else EXIT_NO_SAFE_PATH
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -240,10 +241,13 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     from ..planning.output import read_plan
 
-    modality = read_plan(args.dir).get("image", {}).get("modality") or "CT"
+    image = read_plan(args.dir).get("image", {})
+    modality = image.get("modality") or "CT"
+    echo = args.echo if args.echo is not None else image.get("echo")  # the plan's own, unless told
+    phase = args.phase if args.phase is not None else image.get("phase")
     progress = _Progress()
     try:
-        ct = load_image(args.ct, args.series, modality, progress)
+        ct = load_image(args.ct, args.series, modality, progress, echo=echo, phase=phase)
     finally:
         progress.close()
     result = review_plan(args.dir, ct)
@@ -406,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--procedure", required=True, help="procedure preset id (see planner procedures)")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    _add_sub_volume_options(q)
     q.add_argument("--n", type=_positive_int, default=5, help="number of distinct trajectories to keep (default 5)")
     q.add_argument("--modality", choices=["CT", "MR"], default="CT",
                    help="modality of the scan given with --ct (default CT; MR needs --structures)")
@@ -427,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dir", help="plan folder (holds plan.json and structures.seg.nrrd)")
     q.add_argument("--ct", required=True, help="the scan: DICOM folder or file, NIfTI or NRRD")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    _add_sub_volume_options(q)
     q.add_argument("--no-window", action="store_true", help="only check; do not open the viewer")
     q.set_defaults(func=cmd_review)
 

@@ -14,11 +14,6 @@ from .image import Image, ImageMeta, check_voxel_count
 from .quiet import held_library_warnings
 
 
-def _is_nifti(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".nii") or name.endswith(".nii.gz")
-
-
 #: The most bytes deflate expands one compressed byte into (about 1032:1 at best).
 _MAX_DEFLATE_RATIO = 1032
 

@@ -14,28 +14,13 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..anatomy.target import Target
 from ..atomic import atomic_path, write_json_atomic  # noqa: F401  (write_json_atomic: used by callers)
 from ..errors import InputError, brief
 from ..images import Image
 from .engine import PlanResult
 from .presets import Preset
 
-SCHEMA = "planner.plan/1"
-STRUCTURES_FILE = "structures.seg.nrrd"
-
-
-def target_block(target: Target, result: PlanResult) -> dict[str, Any]:
-    """What the plan says of one target: the target, its status, trajectories and reasons (the
-    top level of ``plan.json`` for the first target, an entry of ``targets`` for the others)."""
-    return {
-        "target": target.to_dict(),
-        "status": result.status,
-        "trajectories": [t.to_dict() for t in result.trajectories],
-        "rejected": dict(result.rejected),
-        "n_candidates": result.n_candidates,
-        "explanation": list(result.explanation),
-    }
+from .model import SCHEMA, STRUCTURES_FILE  # noqa: F401  (the names callers import from here)
 
 
 def read_plan(plan_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -54,16 +39,21 @@ def read_plan(plan_dir: str | os.PathLike[str]) -> dict[str, Any]:
         doc = json.loads(p.read_bytes().decode("utf-8"), parse_constant=no_constant)
     except (OSError, ValueError, RecursionError) as exc:
         raise InputError(f"{p}: not a readable plan ({brief(exc)})") from None
+    check_plan_document(doc, str(p))
+    return doc
+
+
+def check_plan_document(doc: Any, where: str = "plan.json") -> None:
+    """Refuse (one-line :class:`InputError`) a document that is not a valid ``planner.plan/1``."""
     schema = doc.get("schema") if isinstance(doc, dict) else None
     if schema != SCHEMA:
         if isinstance(schema, str) and schema.startswith("planner.plan/"):
-            raise InputError(f"{p}: schema {brief(schema, 40)} was written by another version of planner; "
+            raise InputError(f"{where}: schema {brief(schema, 40)} was written by another version of planner; "
                              f"this one reads {SCHEMA}")
-        raise InputError(f"{p}: not a plan (schema {brief(repr(schema), 40)}, expected {SCHEMA})")
+        raise InputError(f"{where}: not a plan (schema {brief(repr(schema), 40)}, expected {SCHEMA})")
     problem = plan_schema_problem(doc)
     if problem:
-        raise InputError(f"{p}: malformed plan: {problem}")
-    return doc
+        raise InputError(f"{where}: malformed plan: {problem}")
 
 
 @lru_cache(maxsize=1)
@@ -84,31 +74,12 @@ def plan_schema_problem(doc: Any) -> str | None:
     return f"{brief(where, 80)}: {brief(error.message, 160)}"
 
 
-def plan_document(ct: Image, target: Target, preset: Preset, result: PlanResult, structures_source: str,
-                  notes: list[str] | tuple[str, ...] = (), *, side: str | None = None,
-                  structures_sha256: str | None = None) -> dict[str, Any]:
-    """The plan as a JSON-able dict: the required core plus explanations and provenance.
-
-    ``preset`` binds the plan to the rules it was made under (id, version, hash of the preset
-    file, approach, side) and ``structures_file`` to the structures saved beside it (the hash of
-    ``structures.seg.nrrd``): ``planner review`` re-derives every hard constraint from these,
-    never from the numbers written here."""
+def plan_extras(ct: Image, preset: Preset, result: PlanResult, structures_source: str,
+                notes: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """What ``plan.json`` carries beside its typed core: the hard constraints as the planner
+    applied them (for the reader: review re-derives them from the preset), the score's weights,
+    where the structures came from and what is known of them, and provenance."""
     return {
-        "schema": SCHEMA,
-        "coordinate_system": "LPS",
-        "image": {
-            "series_instance_uid": ct.meta.series_instance_uid,
-            "study_instance_uid": ct.meta.study_instance_uid,
-            "frame_of_reference_uid": ct.meta.frame_of_reference_uid,
-            "sha256": ct.sha256,
-            "source": ct.meta.source,
-            "modality": ct.meta.modality,
-            "corrections": list(ct.meta.corrections),
-        },
-        "procedure": preset.id,
-        "preset": preset.binding(side),
-        **({"structures_file": {"name": STRUCTURES_FILE, "sha256": structures_sha256}} if structures_sha256 else {}),
-        **target_block(target, result),
         "clearance_definition": "distance from the needle axis to the nearest voxel centre of a structure, mm; "
                                 "a feasible trajectory keeps at least margin + needle radius from every avoided one",
         "hard_constraints": {

@@ -32,7 +32,7 @@ from .images import report_images
 from .markups import write_markups
 from .meshes import write_meshes
 from .pdf import write_pdf
-from .room import add_room_terms
+from ..planning.room import add_room_terms
 
 
 @dataclass
@@ -77,22 +77,32 @@ def identify(doc: dict[str, Any], ct: Image) -> dict[str, Any]:
 
 
 def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: StructureSet, *,
-                     dicom: bool = False, anonymize: bool = False, meshes: bool = True,
-                     target: Target | None = None, views: bool = True, body: Any = None) -> ReportSet:
-    """Write the report set of the plan in ``plan_dir`` (its ``plan.json`` must exist).
+                     doc: dict[str, Any] | None = None, dicom: bool = False, anonymize: bool = False,
+                     meshes: bool = True, target: Target | None = None, views: bool = True, body: Any = None,
+                     dicom_reference: Any = None, uid_map: Any = None) -> ReportSet:
+    """Write the report set of a plan into ``plan_dir``.
 
     Parameters
     ----------
     plan_dir : path
-        The plan folder written by :func:`planner.workflow.run_plan`.
+        The plan folder (or the staging folder it is written in).
     ct : Image
-        The planning CT (its hash must match ``plan.json``).
+        The planning CT (its hash must match the plan's).
     structures : StructureSet
         The structures the plan was made against, on the CT grid.
+    doc : dict, optional
+        The plan document as written to ``plan_dir/plan.json`` (by
+        :meth:`planner.session.PlanningSession.write_into`, which writes it once, already
+        identified, with its room terms, and de-identified when asked): the reports print it and
+        leave ``plan.json`` alone. Without it, ``plan.json`` is read from ``plan_dir``, the
+        patient, study and room terms are added, it is de-identified with ``anonymize``, and it is
+        written back: the report set of a plan folder written by an older planner.
     dicom : bool
-        Also write the DICOM objects into ``plan_dir/dicom`` (needs the CT as DICOM).
+        Also write the DICOM objects into ``plan_dir/dicom`` (needs the CT as DICOM); or give
+        ``dicom_reference`` (:func:`.dicom_export.reference_header`, checked before any writing).
     anonymize : bool
-        Leave no patient identifier in any output (see :mod:`.anonymize`).
+        Leave no patient identifier in any output (see :mod:`.anonymize`); ``uid_map`` is the map
+        of new UIDs when ``doc`` was de-identified with it.
     meshes : bool
         Write the surface meshes.
     target : Target, optional
@@ -101,26 +111,29 @@ def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: St
         Render the scene's procedure-room views (planning slice, bull's-eye, progression, 3D)
         into ``plan_dir/images`` first, so the report shows them.
     body : array, optional
-        The body mask the plan's skin came from (``PlanRun.body``); found again when not given.
+        The body mask the plan's skin came from; found again when not given.
     """
     from ..anatomy.autoseg import body_of
 
     d = Path(plan_dir)
-    doc = read_plan(d)
-    if doc.get("image", {}).get("sha256") != ct.sha256:
-        raise InputError(f"{d / 'plan.json'}: was planned on another scan (voxel hash differs from the CT given)")
-    ref = None
-    if dicom:  # fail before anything is written
+    ref = dicom_reference
+    if dicom and ref is None:  # fail before anything is written
         from .dicom_export import reference_header
 
         ref = reference_header(ct.meta.source, ct.meta.series_instance_uid)
-    body = body if body is not None else body_of(ct, structures)
-    identify(doc, ct)
-    add_room_terms(doc, ct, body)
-    uid_map = new_uid_map() if anonymize else None
-    if uid_map is not None:
-        doc = anonymize_plan(doc, uid_map)
-    write_json_atomic(doc, d / "plan.json")
+    if doc is None:
+        doc = read_plan(d)
+        if doc.get("image", {}).get("sha256") != ct.sha256:
+            raise InputError(f"{d / 'plan.json'}: was planned on another scan (voxel hash differs from the CT given)")
+        body = body if body is not None else body_of(ct, structures)
+        identify(doc, ct)
+        add_room_terms(doc, ct, body)
+        uid_map = new_uid_map() if anonymize else None
+        if uid_map is not None:
+            doc = anonymize_plan(doc, uid_map)
+        write_json_atomic(doc, d / "plan.json")
+    elif doc.get("image", {}).get("sha256") != ct.sha256:
+        raise InputError("the plan was made on another scan (voxel hash differs from the CT given)")
 
     extra = [target.structure] if target is not None and target.structure is not None else []
     if views:
@@ -134,7 +147,7 @@ def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: St
     rs = ReportSet(d, pdf, html, marks, dict(images))
     if meshes:
         rs.meshes = write_meshes(structures, doc, d, extra)
-    if dicom:
+    if ref is not None:
         from .dicom_export import write_dicom
 
         rs.dicom = write_dicom(pdf, images, ref, d / "dicom", title, uid_map)

@@ -142,8 +142,9 @@ def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] 
     source = ct_path if ct_path is not None else plan.get("image", {}).get("source")
     if not source:
         raise InputError(f"{pj}: image.source is empty; give the CT path")
-    ct = load_image(source)
-    want = plan.get("image", {}).get("sha256")
+    im = plan.get("image", {})
+    ct = load_image(source, modality=im.get("modality") or "CT", echo=im.get("echo"), phase=im.get("phase"))
+    want = im.get("sha256")
     if want and ct.sha256 != want:
         raise InputError(f"{source}: this scan is not the one {pj} was planned on (voxel hash differs)")
     seg = d / "structures.seg.nrrd"

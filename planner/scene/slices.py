@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 
 from ..images.reslice import WINDOWS
 from .vtkutil import vtk
@@ -16,7 +15,6 @@ from .vtkutil import vtk
 #: Window presets (level, width) of the slice views: lung, mediastinum, bone (and soft tissue).
 SLICE_WINDOWS = {name: WINDOWS[name] for name in ("lung", "mediastinum", "bone", "soft-tissue")}
 
-ORTHOGONAL_NORMALS = {"axial": (0.0, 0.0, 1.0), "coronal": (0.0, 1.0, 0.0), "sagittal": (1.0, 0.0, 0.0)}
 
 
 def slice_actor(data: "vtk.vtkImageData", matrix: "vtk.vtkMatrix4x4", origin: Sequence[float],
@@ -50,25 +48,3 @@ def set_window(actor: "vtk.vtkImageSlice", window: str | tuple[float, float]) ->
         level, width = window
     actor.GetProperty().SetColorLevel(float(level))
     actor.GetProperty().SetColorWindow(float(width))
-
-
-def move_slice(actor: "vtk.vtkImageSlice", origin: Sequence[float]) -> None:
-    actor.GetMapper().GetSlicePlane().SetOrigin(*[float(x) for x in origin])
-
-
-def orthogonal_slices(data: "vtk.vtkImageData", matrix: "vtk.vtkMatrix4x4", point: Sequence[float],
-                      window: str = "lung") -> dict[str, "vtk.vtkImageSlice"]:
-    """Axial, coronal and sagittal slices through ``point`` (LPS mm)."""
-    return {name: slice_actor(data, matrix, point, n, window) for name, n in ORTHOGONAL_NORMALS.items()}
-
-
-def cut_contours(mesh: "vtk.vtkPolyData", origin: Sequence[float], normal: Sequence[float]) -> "vtk.vtkPolyData":
-    """Where a surface crosses a plane: polylines in LPS."""
-    plane = vtk.vtkPlane()
-    plane.SetOrigin(*[float(x) for x in origin])
-    plane.SetNormal(*[float(x) for x in np.asarray(normal, float)])
-    cut = vtk.vtkCutter()
-    cut.SetCutFunction(plane)
-    cut.SetInputData(mesh)
-    cut.Update()
-    return cut.GetOutput()

@@ -187,10 +187,6 @@ class StructureLayer:
             if self.classes[name] == c:
                 a.GetProperty().SetOpacity(float(np.clip(opacity, 0.0, 1.0)))
 
-    def set_visible(self, visible: bool) -> None:
-        for a in self.actors.values():
-            a.SetVisibility(bool(visible))
-
     def present_classes(self) -> list[StructureClass]:
         seen: list[StructureClass] = []
         for c in self.classes.values():

@@ -119,12 +119,6 @@ class WorkGrid:
         idx = np.asarray(idx_spl, float)[..., ::-1]
         return idx @ self.affine[:3, :3].T + self.affine[:3, 3]
 
-    def lps_to_spl(self, lps: np.ndarray) -> np.ndarray:
-        """LPS mm (..., 3) -> continuous working-grid indices ordered [s, p, l]."""
-        inv = np.linalg.inv(self.affine)
-        ijk = np.asarray(lps, float) @ inv[:3, :3].T + inv[:3, 3]
-        return ijk[..., ::-1]
-
 
 # --- morphology in mm --------------------------------------------------------------------------
 def distance_inside(mask: np.ndarray, spacing) -> np.ndarray:
@@ -163,8 +157,7 @@ def dilate(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
     return out
 
 
-def opening(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
-    return dilate(erode(mask, r_mm, spacing), r_mm, spacing)
+
 
 
 def closing(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
@@ -205,13 +198,6 @@ def largest_component(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
         return mask.copy()
     sizes[0] = 0
     return lab == int(np.argmax(sizes))
-
-
-def remove_small(mask: np.ndarray, min_voxels: int, connectivity: int = 1) -> np.ndarray:
-    lab, n, sizes = components(mask, connectivity)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[lab]
 
 
 def fill_holes_2d(mask: np.ndarray, axis: int = 0) -> np.ndarray:

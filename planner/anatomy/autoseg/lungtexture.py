@@ -20,27 +20,6 @@ VESSEL_MIN_ML = 0.05
 #: Full-resolution vessel edge (HU) within one working voxel of the coarse vessel mask.
 VESSEL_EDGE_FULL_HU = -500.0
 
-#: Fissure filter scale (mm; slices are often 1-2.5 mm thick) and the plate test: l1 << 0
-#: (along the normal), |l2|, |l3| small relative to it.
-FISSURE_SIGMA_MM = 1.6
-FISSURE_RATIO = 0.4
-FISSURE_MIN_RESPONSE = 12.0
-#: Fissure voxels are denser than this (HU) and lie this far (mm) from anything denser than
-#: the upper bound (vessel walls make plate-like rims).
-FISSURE_HU = (-880.0, -300.0)
-FISSURE_VESSEL_MARGIN_MM = 2.5
-#: The major fissures run obliquely (down and forward) and the minor one horizontally: their
-#: normals have a small left-right part and a sizeable up-down part. (Vessel walls of thin
-#: vessels crossing the slices look like vertical plates.)
-FISSURE_MAX_NORMAL_X = 0.7
-FISSURE_MIN_NORMAL_Z = 0.4
-#: A fissure piece must be this large (cm2 of surface, estimated as volume / spacing).
-FISSURE_MIN_AREA_CM2 = 2.0
-#: ...and thin: the smallest spread of its points (standard deviation) at most this fraction
-#: of the middle one, or at most this many mm (ribbons: fissures are often found in strips).
-FISSURE_MAX_THICKNESS_RATIO = 0.35
-FISSURE_MAX_THICKNESS_MM = 1.5
-
 #: Emphysema: lung below this density (HU) after a light in-plane smoothing.
 EMPHYSEMA_HU = -950.0
 
@@ -109,55 +88,6 @@ def round_masses(hu: np.ndarray, lung: np.ndarray, spacing) -> np.ndarray:
         keep[lbl] = ev[2] <= MASS_MAX_ELONGATION * ev[0]
     cores = keep[lab]
     return dilate(cores, MASS_CORE_MM + 1.5 * float(sp.max()), sp) & dense
-
-
-def fissure_plates(hu: np.ndarray, lung: np.ndarray, spacing, axes_lps: np.ndarray) -> np.ndarray:
-    """Bright thin plates in the lung, away from vessels and facing the way fissures face:
-    candidate fissure voxels (before the size test).
-
-    ``axes_lps``: 3 x 3, column ``a`` is the LPS direction of array axis ``a``.
-    """
-    sp = np.asarray(spacing, float)
-    out = np.zeros(hu.shape, bool)
-    box = bbox(lung, 2)
-    if box is None:
-        return out
-    sub = np.asarray(hu[box], np.float32)
-    near_dense = dilate(sub > FISSURE_HU[1], FISSURE_VESSEL_MARGIN_MM, sp)
-    where = lung[box] & (sub > FISSURE_HU[0]) & ~near_dense
-    del near_dense
-    if not where.any():
-        return out
-    e, n = hessian_eigenvalues(sub, FISSURE_SIGMA_MM, sp, where, first_vector=True)
-    l1, l2, l3 = e[:, 0], e[:, 1], e[:, 2]
-    mag = -l1
-    ratio = np.sqrt(l2 * l2 + l3 * l3) / np.maximum(mag, 1e-6)
-    plate = (l1 < 0) & (mag * np.exp(-(ratio * ratio) / (2.0 * FISSURE_RATIO**2)) > FISSURE_MIN_RESPONSE)
-    n_lps = np.abs(n @ np.asarray(axes_lps, float).T)
-    plate &= (n_lps[:, 0] <= FISSURE_MAX_NORMAL_X) & (n_lps[:, 2] >= FISSURE_MIN_NORMAL_Z)
-    res = np.zeros(where.shape, bool)
-    res[where] = plate
-    out[box] = res
-    return out
-
-
-def keep_sheets(cand: np.ndarray, spacing) -> np.ndarray:
-    """Connected pieces of ``cand`` that are large and thin along one direction."""
-    sp = np.asarray(spacing, float)
-    lab, n, sizes = components(cand, connectivity=3)
-    if n == 0:
-        return cand.copy()
-    voxel_area_cm2 = float(np.prod(sp)) / float(np.min(sp)) / 100.0
-    keep = np.zeros(n + 1, bool)
-    objs = ndi.find_objects(lab)
-    for lbl in np.flatnonzero(sizes * voxel_area_cm2 >= FISSURE_MIN_AREA_CM2):
-        b = objs[lbl - 1]
-        pts = np.argwhere(lab[b] == lbl) * sp
-        pts -= pts.mean(axis=0)
-        sd = np.sqrt(np.maximum(np.linalg.eigvalsh(pts.T @ pts / len(pts)), 0.0))
-        if sd[0] <= max(FISSURE_MAX_THICKNESS_RATIO * sd[1], FISSURE_MAX_THICKNESS_MM):
-            keep[lbl] = True
-    return keep[lab]
 
 
 def emphysema_full(ct_hu: np.ndarray, lung_full: np.ndarray) -> np.ndarray:

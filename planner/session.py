@@ -1,0 +1,366 @@
+"""One planning session: the scan, its structures, the procedure's rules, and what planning caches.
+
+Every way of planning goes through :class:`PlanningSession`: ``planner plan`` and the demo
+(:func:`plan_and_write`), the Python API (:func:`planner.plan`), the viewer's re-plan; later the
+web review, check scans and batch runs. A session owns the CT, the structures, the preset with
+its approach, the side, the body the skin comes from, and the prepared planning context of each
+target region (distance fields, skin), so that re-planning a target moved a few millimetres
+takes a fraction of a second and says everything the first plan said.
+
+Data flows one way: images -> anatomy -> planning -> report; this module only wires them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .anatomy import StructureSet, load_structures, segment_ct
+from .anatomy.autoseg import body_of
+from .anatomy.target import (Target, check_structures_fit, check_target, parse_point, target_at_point,
+                             target_from_seed, target_from_structure)
+from .atomic import atomic_path, replace_folder, write_json_atomic
+from .errors import InputError
+from .images import Image, load_image
+from .planning import Preset, load_preset
+from .planning import plan as plan_target
+from .planning import prepare
+from .planning.explain import describe
+from .planning.model import (STRUCTURES_FILE, ImageRef, Plan, PresetRef, TargetPlan, TargetRecord,
+                             TrajectoryRecord)
+from .planning.output import file_sha256, plan_extras, write_risk_map
+from .planning.room import DEFINITION as ROOM_DEFINITION
+from .planning.room import room_terms
+
+Progress = Callable[[int, int, str], None]
+TARGET_KINDS = ("point", "label", "seed", "joint")
+#: A prepared context covers the needle's reach around its centre plus 10 mm: it is reused for
+#: a target moved less than this (mm) from that centre.
+CONTEXT_REUSE_MM = 5.0
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A target as the user gives it: ``kind`` "point" or "seed" (``value`` "X,Y,Z" in LPS mm, or
+    three numbers), "label" (a structure's name) or "joint" (``hip_right``, ``knee_recess_left``)."""
+
+    kind: str
+    value: Any
+
+    def __post_init__(self) -> None:
+        if self.kind not in TARGET_KINDS:
+            raise InputError(f"unknown kind of target {self.kind!r} ({', '.join(TARGET_KINDS)})")
+        if self.kind in ("point", "seed"):
+            self.point()  # a mistyped point fails now, before any long work
+
+    def point(self) -> np.ndarray:
+        if isinstance(self.value, str):
+            return parse_point(self.value)
+        p = np.asarray(self.value, float).reshape(-1)
+        if p.shape != (3,) or not np.all(np.isfinite(p)):
+            raise InputError(f"target {self.value!r}: expected three finite numbers X,Y,Z in LPS millimetres")
+        return p
+
+
+@dataclass
+class PlanRequest:
+    """Everything ``planner plan`` is asked, checked (:meth:`check`) before any long work."""
+
+    ct: str | os.PathLike[str]
+    procedure: str
+    targets: list[TargetSpec]
+    structures: str | os.PathLike[str] | None = None
+    series_uid: str | None = None
+    modality: str = "CT"
+    echo: int | None = None
+    phase: int | None = None
+    approach: str | None = None
+    side: str | None = None
+    n_best: int = 5
+    fissure_points: str | os.PathLike[str] | None = None
+
+    def check(self) -> tuple[Preset, Any]:
+        """The preset, and the fissure points when given; InputError for anything that cannot work."""
+        if not self.targets:
+            raise InputError("give a target: a point, a structure label, a seed point or a joint")
+        preset = load_preset(self.procedure, self.approach)  # an unknown id or approach fails now
+        if self.modality not in ("CT", "MR"):
+            raise InputError(f"modality {self.modality!r}: plans are made on CT or MR")
+        if self.side not in (None, "left", "right"):
+            raise InputError(f"side {self.side!r}: left or right (of the patient)")
+        if not isinstance(self.n_best, int) or self.n_best < 1:
+            raise InputError(f"n {self.n_best!r}: at least one trajectory must be kept")
+        if self.modality == "MR" and self.structures is None:
+            raise InputError(f"{self.ct}: an MR plan needs --structures (the automatic segmentation works on CT "
+                             "Hounsfield units only); segment the MR in 3D Slicer or TotalSegmentator's MR task")
+        if self.modality == "MR" and any(t.kind == "seed" for t in self.targets):
+            raise InputError("--seed segments a lesion by CT density; on MR give --target X,Y,Z or --target-label")
+        points = None
+        if self.fissure_points is not None:
+            if self.structures is not None:
+                raise InputError("--fissure-points shape the automatic segmentation's lobes; with --structures, "
+                                 "give the lobes among the structures instead")
+            from .anatomy.fissure_points import read_fissure_points
+
+            points = read_fissure_points(self.fissure_points)
+        return preset, points
+
+
+class PlanningSession:
+    """The scan, its structures and one procedure's rules, planned against as often as asked.
+
+    Parameters
+    ----------
+    image : Image
+        The planning CT (or MR).
+    structures : StructureSet
+        The structures on the image's grid.
+    procedure, approach, side
+        The preset id, its approach (None: the default) and the side of the target for lateral
+        and medial approaches (None: from the target's label).
+    structures_source : str
+        Where the structures came from ("automatic segmentation", or the file imported).
+    imported : bool
+        The structures were imported: each plan checks they lie in this scan's body.
+    """
+
+    def __init__(self, image: Image, structures: StructureSet, *, procedure: str, approach: str | None = None,
+                 side: str | None = None, structures_source: str = "supplied structures", imported: bool = False):
+        self.image = image
+        self.structures = structures
+        self.preset = load_preset(procedure, approach)
+        self.side = side
+        self.structures_source = structures_source
+        self.imported = imported
+        self._body: np.ndarray | None = None
+        self._contexts: list[tuple[np.ndarray, Any]] = []
+        self._fit_warnings: list[str] | None = None
+        self.echo: int | None = None  # the echo / phase the image was loaded with, when asked for
+        self.phase: int | None = None
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, request: PlanRequest, progress: Progress | None = None) -> "PlanningSession":
+        """Load the scan and its structures (imported, or segmented from a CT) for ``request``."""
+        preset, points = request.check()
+        ct = load_image(request.ct, request.series_uid, request.modality, progress, echo=request.echo,
+                        phase=request.phase)
+        if request.structures is not None:
+            sset = load_structures(request.structures, ct, progress=progress)
+            source = str(request.structures)
+        else:
+            sset = segment_ct(ct, progress=progress, fissure_points=points)
+            source = "automatic segmentation"
+        if request.modality == "MR":
+            sset.notes.append(f"MR scan: every structure comes from {source}; the automatic segmentation is "
+                              "CT-specific and was not used; the skin is found from the MR signal")
+        session = cls(ct, sset, procedure=preset.id, approach=request.approach, side=request.side,
+                      structures_source=source, imported=request.structures is not None)
+        session.echo, session.phase = request.echo, request.phase
+        session.check_structures()
+        return session
+
+    @property
+    def body(self) -> np.ndarray:
+        """The body mask the skin comes from (computed once)."""
+        if self._body is None:
+            self._body = body_of(self.image, self.structures)
+        return self._body
+
+    def check_structures(self) -> list[str]:
+        """Imported structures must lie in this scan's own body (refused when they do not at all);
+        the warnings when a share of them lies outside it."""
+        if self._fit_warnings is None:
+            self._fit_warnings = check_structures_fit(self.structures, body_of(self.image), self.structures_source) \
+                if self.imported else []
+        return list(self._fit_warnings)
+
+    # -- targets -------------------------------------------------------------------------------
+    def target(self, spec: TargetSpec | Target) -> Target:
+        """The target a spec names on this scan (a point, a structure, a lesion grown from a seed, a joint)."""
+        if isinstance(spec, Target):
+            return spec
+        if spec.kind == "point":
+            return target_at_point(self.image, spec.point())
+        if spec.kind == "seed":
+            return target_from_seed(self.image, spec.point())
+        if spec.kind == "label":
+            return target_from_structure(self.image, self.structures, str(spec.value))
+        from .anatomy.joints import joint_target
+
+        return joint_target(self.image, self.structures, str(spec.value))
+
+    # -- planning ------------------------------------------------------------------------------
+    def _context(self, point: np.ndarray) -> Any:
+        for centre, ctx in self._contexts:
+            if np.linalg.norm(centre - point) <= CONTEXT_REUSE_MM:
+                return ctx
+        ctx = prepare(self.image, self.structures, self.preset, point, self.body)
+        self._contexts.append((point.copy(), ctx))
+        del self._contexts[:-4]  # a few regions at most: each holds distance fields
+        return ctx
+
+    def plan(self, targets: Sequence[TargetSpec | Target], n_best: int = 5) -> Plan:
+        """Plan every target; returns the :class:`~planner.planning.model.Plan` (not yet written)."""
+        if not targets:
+            raise InputError("give a target: a point, a structure label, a seed point or a joint")
+        resolved = [self.target(t) for t in targets]
+        warnings = self.check_structures()
+        for t in resolved:
+            warnings += check_target(self.image, self.body, t)
+        blocks, results = [], []
+        for target in resolved:
+            point = np.asarray(target.point, float)
+            result = plan_target(self.image, self.structures, target, self.preset, self.body, n_best=n_best,
+                                 context=self._context(point), side=self.side)
+            for t in result.trajectories:
+                describe(t, self.structures, self.preset, target.label, target.diameter_mm)
+            trajectories = []
+            for t in result.trajectories:
+                d = t.to_dict()
+                d["room"] = room_terms(d, self.image, self.body)
+                trajectories.append(TrajectoryRecord.from_json(d))
+            blocks.append(TargetPlan(TargetRecord.from_json(target.to_dict()), result.status, trajectories,
+                                     dict(result.rejected), result.n_candidates, list(result.explanation)))
+            results.append(result)
+        extra = plan_extras(self.image, self.preset, results[0], self.structures_source, self.structures.notes)
+        extra.update(self._identity())
+        extra["room_definition"] = ROOM_DEFINITION
+        m = self.image.meta
+        plan = Plan(
+            image=ImageRef(m.series_instance_uid, self.image.sha256, m.source, m.study_instance_uid,
+                           m.frame_of_reference_uid, m.modality, list(m.corrections), self.echo, self.phase),
+            procedure=self.preset.id, targets=blocks, preset=PresetRef(**self.preset.binding(self.side)),
+            warnings=warnings, extra=extra, session=self, results=results,
+        )
+        plan.resolved_targets = resolved  # type: ignore[attr-defined]
+        return plan
+
+    def _identity(self) -> dict[str, Any]:
+        """The patient and study the plan is for, as the scan names them, and the procedure's title."""
+        m = self.image.meta
+        return {
+            "patient": {"name": m.patient_name.replace("^", " ").strip(), "id": m.patient_id,
+                        "birth_date": m.patient_birth_date, "sex": m.patient_sex},
+            "study": {"date": m.study_date, "description": m.study_description,
+                      "accession_number": m.accession_number, "series_description": m.series_description,
+                      "acquisition_date": m.acquisition_date},
+            "procedure_title": self.preset.title,
+        }
+
+    # -- writing -------------------------------------------------------------------------------
+    def write(self, plan: Plan, folder: str | os.PathLike[str], *, dicom: bool = False, anonymize: bool = False,
+              also: Callable[[Path], Any] | None = None) -> Any:
+        """Write ``plan`` as the whole folder ``folder`` (see :meth:`Plan.write`)."""
+        ref = self._dicom_reference() if dicom else None  # fails before anything is written
+        with replace_folder(folder) as staging:
+            rs = self.write_into(plan, staging, dicom_reference=ref, anonymize=anonymize)
+            if also is not None:
+                also(staging)
+        return rs.moved(staging, Path(folder))
+
+    def _dicom_reference(self) -> Any:
+        from .images import source_kind
+        from .report.dicom_export import reference_header
+
+        src = self.image.meta.source
+        if not src or source_kind(src) != "dicom":
+            raise InputError(f"{src or 'the scan'}: --dicom files the report in the CT's study, so the CT must be "
+                             "given as DICOM")
+        return reference_header(src, self.image.meta.series_instance_uid)
+
+    def write_into(self, plan: Plan, staging: Path, *, dicom_reference: Any = None, anonymize: bool = False) -> Any:
+        """Every file of the plan folder into ``staging`` (an empty folder); ``plan.json`` once."""
+        from .report import write_report_set
+        from .report.anonymize import anonymize_plan, new_uid_map
+
+        save_structures = staging / STRUCTURES_FILE
+        from .anatomy.slicer_seg import save_slicer_seg
+
+        save_slicer_seg(self.structures, save_structures)
+        plan.structures_sha256 = file_sha256(save_structures)
+        doc = plan.to_json()
+        uid_map = new_uid_map() if anonymize else None
+        if uid_map is not None:
+            doc = anonymize_plan(doc, uid_map)
+        write_json_atomic(doc, staging / "plan.json")
+        for n, result in enumerate(plan.results):
+            write_risk_map(result, staging / ("risk_map.npz" if n == 0 else f"risk_map_{n + 1}.npz"))
+            if result.trajectories and result.trajectories[0].probe is not None:
+                name = "probe_plane.png" if n == 0 else f"probe_plane_{n + 1}.png"
+                write_probe_view(self.image, result.trajectories[0], staging / "images" / name)
+        first = getattr(plan, "resolved_targets", [None])[0]
+        return write_report_set(staging, self.image, self.structures, doc=doc, dicom_reference=dicom_reference,
+                                uid_map=uid_map, target=first, body=self.body)
+
+
+def plan_and_write(request: PlanRequest, out: str | os.PathLike[str], *, dicom: bool = False, anonymize: bool = False,
+                   also: Callable[[Path], Any] | None = None, progress: Progress | None = None
+                   ) -> tuple[PlanningSession, Plan, Any]:
+    """What ``planner plan`` does: check the request and ``out`` before any work, open the
+    session, plan, and write the whole plan folder as one piece (a run that fails or is killed
+    leaves the previous plan folder as it was). Returns the session, the plan and its
+    :class:`~planner.report.ReportSet`, pointing into ``out``."""
+    request.check()
+    if dicom:
+        from .images import source_kind
+
+        if source_kind(request.ct) != "dicom":
+            raise InputError(f"{request.ct}: --dicom files the report in the CT's study, so the CT must be given "
+                             "as DICOM")
+    dest = Path(out)
+    with replace_folder(dest) as staging:
+        session = PlanningSession.open(request, progress)
+        plan = session.plan(request.targets, n_best=request.n_best)
+        ref = session._dicom_reference() if dicom else None
+        rs = session.write_into(plan, staging, dicom_reference=ref, anonymize=anonymize)
+        if also is not None:
+            also(staging)
+    plan.folder = dest
+    return session, plan, rs.moved(staging, dest)
+
+
+def write_probe_view(image: Image, trajectory: Any, path: Path, pixel_mm: float = 0.2) -> Path:
+    """The scan in the ultrasound probe's plane, framed like the ultrasound image: the probe
+    face on top (its marker end, towards the needle's entry, on the right), the needle drawn from
+    the entry to the target, the target circled, a 1 cm scale bar. Written atomically as PNG."""
+    from PIL import Image as PILImage, ImageDraw
+
+    from .images.reslice import window
+    from .planning.ultrasound import probe_plane_image
+
+    probe = trajectory.probe
+    pixels, to_lps = probe_plane_image(image, probe, trajectory.entry, trajectory.target, pixel_mm=pixel_mm)
+    level, width = (400, 1800) if image.meta.modality == "CT" else (float(np.percentile(pixels, 60)),
+                                                                   float(np.ptp(pixels)) or 1.0)
+    im = PILImage.fromarray(window(pixels, level, width)).convert("RGB")
+    draw = ImageDraw.Draw(im)
+
+    def px(lps: np.ndarray) -> tuple[float, float]:
+        """(col, row) of an LPS point of the plane."""
+        cr = np.linalg.lstsq(to_lps[:, :2], np.asarray(lps, float) - to_lps[:, 2], rcond=None)[0]
+        return float(cr[0]), float(cr[1])
+
+    half = 20.0
+    a, b = px(probe.centre - half * probe.long_axis), px(probe.centre + half * probe.long_axis)
+    draw.line([a, b], fill=(80, 160, 255), width=6)  # the probe face
+    draw.ellipse([b[0] - 6, b[1] - 6, b[0] + 6, b[1] + 6], fill=(80, 160, 255))  # its marker end
+    e, t = px(trajectory.entry), px(trajectory.target)
+    draw.line([e, t], fill=(255, 220, 0), width=3)
+    draw.ellipse([t[0] - 12, t[1] - 12, t[0] + 12, t[1] + 12], outline=(255, 60, 60), width=3)
+    bar = 10.0 / pixel_mm
+    h = im.height
+    draw.line([(20, h - 20), (20 + bar, h - 20)], fill=(255, 255, 255), width=3)
+    draw.text((20, h - 38), "1 cm", fill=(255, 255, 255))
+    draw.text((10, 10), f"probe plane: depth {probe.target_depth_mm:.0f} mm, needle {probe.needle_angle_deg:.0f} deg "
+              f"to the skin", fill=(255, 255, 255))
+    with atomic_path(path, ".png") as tmp:
+        im.save(tmp, format="PNG")
+    return path
+
+
+__all__ = ["PlanRequest", "PlanningSession", "TargetSpec", "plan_and_write", "write_probe_view"]
