@@ -77,7 +77,7 @@ def compressed_benchmark(image, repeat: int) -> None:
     import SimpleITK as sitk
 
     from planner.images import load_dicom
-    from planner.images.dicom_write import write_image_as_dicom
+    from planner.testing.dicom_write import write_image_as_dicom
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

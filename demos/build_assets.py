@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from planner.images import Image, ImageMeta, load_image, save_image  # noqa: E402
-from planner.images.dicom_write import write_image_as_dicom  # noqa: E402
-from planner.phantoms import Phantom, make_knee, make_thorax  # noqa: E402
+from planner.testing.dicom_write import write_image_as_dicom  # noqa: E402
+from planner.testing.phantoms import Phantom, make_knee, make_thorax  # noqa: E402
 
 GENERATOR = "demos/build_assets.py"
 SEED = 0

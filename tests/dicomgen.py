@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from planner.images import Image
-from planner.images.dicom_write import write_ct_slices
+from planner.testing.dicom_write import write_ct_slices
 
 #: LPS positions (mm) of the three sphere centres: asymmetric along every axis.
 LANDMARKS = np.array([[-30.0, 12.0, 22.0], [26.0, -20.0, -14.0], [4.0, 31.0, 36.0]])

@@ -271,7 +271,7 @@ def tiny_image() -> "Image":
 
 
 def _write_tiny_series(folder: Path, n: int = 4) -> list[Path]:
-    from planner.images.dicom_write import write_ct_slices
+    from planner.testing.dicom_write import write_ct_slices
 
     rows, cols = 6, 8
     pix = (np.arange(n * rows * cols).reshape(n, rows, cols) % 50 * 20 - 500).astype(np.int16)

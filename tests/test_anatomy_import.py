@@ -13,7 +13,7 @@ from planner.anatomy import StructureClass, StructureSet, class_of, load_structu
 from planner.anatomy.registry import class_colours
 from planner.errors import InputError
 from planner.images import Image, load_image, save_image
-from planner.images.dicom_write import write_image_as_dicom
+from planner.testing.dicom_write import write_image_as_dicom
 
 
 def sphere_image(centre, radius, spacing, size, origin):

@@ -66,7 +66,7 @@ def test_compressed_syntaxes_decode_to_identical_voxels(tmp_path, reference, syn
     _, ref = reference
     paths = write_acquisition(tmp_path, Acquisition(), transfer_syntax=syntax)
     ts = pydicom.dcmread(paths[0], stop_before_pixels=True).file_meta.TransferSyntaxUID
-    from planner.images.dicom_write import TRANSFER_SYNTAXES
+    from planner.testing.dicom_write import TRANSFER_SYNTAXES
 
     assert ts == TRANSFER_SYNTAXES[syntax]
     image = load_dicom(tmp_path)

@@ -12,8 +12,8 @@ from checker import Checker
 from conftest import ROOT
 from planner.cli.main import main
 from planner.images import Image, load_image
-from planner.images.dicom_write import write_image_as_dicom
-from planner.phantoms.knee import make_knee
+from planner.testing.dicom_write import write_image_as_dicom
+from planner.testing.phantoms.knee import make_knee
 
 # CT number -> an MR signal (T2-like: fluid and fat bright, tendon, cortex and flowing blood dark)
 HU = [-1000, -500, -95, -30, 10, 48, 75, 90, 100, 190, 320, 1250]

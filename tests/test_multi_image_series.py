@@ -21,7 +21,7 @@ from dicomgen import LANDMARKS, Acquisition, find_landmarks
 
 from planner.errors import InputError
 from planner.images import ImageMeta, load_image
-from planner.images.dicom_write import write_ct_slices
+from planner.testing.dicom_write import write_ct_slices
 
 PLANNER = Path(sys.executable).with_name("planner")
 KNEE_MR = SHARED_DATA / "knee-mr" / "dicom"

@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage
 
 from planner.images import load_image
-from planner.phantoms import Phantom, make_knee, make_thorax
-from planner.phantoms.common import distance_inside
+from planner.testing.phantoms import Phantom, make_knee, make_thorax
+from planner.testing.phantoms.common import distance_inside
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "demo"

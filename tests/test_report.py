@@ -244,6 +244,25 @@ def test_dicom_objects_are_in_the_cts_study_and_valid(plan_dir, ct):
     assert "ConversionType" in problems and "application/pdf" in problems
 
 
+def test_dicom_checks_stand_without_highdicoms_private_tables(plan_dir, monkeypatch):
+    """The IOD check uses highdicom's private tables of the standard when they import; when a
+    highdicom release moves them, the project's own type 1 and value checks still catch a broken
+    object (the fallback is exercised, not assumed)."""
+    import sys
+
+    import pydicom
+
+    from planner.report.dicom_export import validate_iod
+
+    monkeypatch.setitem(sys.modules, "highdicom._standard_utils", None)  # any import of it now fails
+    ds = pydicom.dcmread(plan_dir / "dicom" / "report.dcm")
+    assert validate_iod(ds) == []
+    del ds.ConversionType
+    ds.MIMETypeOfEncapsulatedDocument = "text/plain"
+    problems = " ".join(validate_iod(ds))
+    assert "type 1 attribute ConversionType is missing" in problems and "application/pdf" in problems
+
+
 # --- meshes ---------------------------------------------------------------------------------
 def test_meshes_sit_where_the_masks_are(plan_dir, ct, doc):
     trimesh = pytest.importorskip("trimesh")

@@ -177,35 +177,68 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
     as far as the craniocaudal limit lets a needle go (every path steeper than that is ruled
     out by angle alone, before any clearance is looked at). The skin beyond that slab is still
     found, so such candidates are counted under ``craniocaudal_angle``.
+
+    Steps: the region (:func:`_reach_region`), the rules with a structure in it
+    (:func:`_rules_in_reach`), one distance field per distinct margin (:func:`_clearance_fields`),
+    the labels the soft criteria read (:func:`_path_labels`), the vessel field
+    (:func:`_vessel_field`) and the skin with its normals (:func:`_skin`).
     """
     centre = np.asarray(centre_lps, float)
     reach = float(reach_mm if reach_mm is not None else preset.max_depth_mm) + 10.0
+    crop, half_z = _reach_region(ct, sset, preset, centre, body, reach)
+    rules, rule_masks = _rules_in_reach(sset, preset, crop)
+    margins = np.array([r.margin_mm for r in rules], dtype=np.float64)
+    groups, fields, group_labels, pool = _clearance_fields(crop, rule_masks, margins)
+    labels, lung, unidentified = _path_labels(ct, sset, crop)
+    vessel_field = _vessel_field(sset, crop, rules, rule_masks, groups, fields, pool)
+    lung_smooth = lung.view(np.uint8) if lung.any() else None
+    skin_lps, skin_normal, outer = _skin(ct, body, crop, centre, reach, half_z)
+    return _Context(crop, rules, rule_masks, margins, groups, fields, group_labels, labels, vessel_field,
+                    lung_smooth, unidentified, skin_lps, skin_normal, outer, pool)
+
+
+def _reach_region(ct: Image, sset: StructureSet, preset: Preset, centre: np.ndarray, body: np.ndarray,
+                  reach: float) -> tuple[F.Crop, float | None]:
+    """The crop a needle can reach (the craniocaudal slab; shrunk to what holds anything) and
+    the slab's half-height (None when the preset sets no craniocaudal limit)."""
     half_z = None
     if preset.max_craniocaudal_deg < 90.0:
         half_z = float(reach - 10.0) * float(np.sin(np.radians(preset.max_craniocaudal_deg))) + 10.0
     crop = _shrink_to_content(F.crop_around(ct.shape, ct.affine, centre, reach, half_z), body, sset)
-    sl = crop.slices
+    return crop, half_z
+
+
+def _rules_in_reach(sset: StructureSet, preset: Preset, crop: F.Crop) -> tuple[list[AvoidRule], list[np.ndarray]]:
+    """The avoid rules with a structure in the crop, and those structures' masks on it: a rule
+    with no structure in reach can never be broken, so it gets no field."""
     named = {r.name for r in preset.avoid if r.name}
-    # Rules with no structure in reach can never be broken: they get no field.
     rules, rule_masks = [], []
     for r in preset.avoid:
-        m = _rule_mask(sset, r, named, sl)
+        m = _rule_mask(sset, r, named, crop.slices)
         if m.any():
             rules.append(r)
             rule_masks.append(m)
-    margins = np.array([r.margin_mm for r in rules], dtype=np.float64)
-    # One distance field per distinct margin: a path keeps every rule of a group exactly when it
-    # keeps the group's margin from the union of their structures.
+    return rules, rule_masks
+
+
+def _clearance_fields(crop: F.Crop, rule_masks: list[np.ndarray], margins: np.ndarray
+                      ) -> tuple[list[list[int]], np.ndarray, list[np.ndarray | None], np.ndarray]:
+    """One distance field per distinct margin: a path keeps every rule of a group exactly when
+    it keeps the group's margin from the union of their structures.
+
+    The fields are computed on blocks of the grid made about isotropic (any voxel of a block set
+    sets the block): the bounds read from them are widened by the block's half-diagonal, and
+    whatever they cannot decide is measured exactly on the full grid. Returns the groups (rule
+    indices), the fields, each group's labels (1 + the index in the group of the rule whose
+    structure is at a voxel; None for a group of one) and the block size (i, j, k).
+    """
     groups: list[list[int]] = []
-    for r in range(len(rules)):
+    for r in range(len(rule_masks)):
         same = next((g for g in groups if margins[g[0]] == margins[r]), None)
         if same is None:
             groups.append([r])
         else:
             same.append(r)
-    # The fields are computed on blocks of the grid made about isotropic (any voxel of a block
-    # set sets the block): the bounds read from them are widened by the block's half-diagonal,
-    # and whatever they cannot decide is measured exactly on the full grid.
     pool = F.pooling_factors(crop.spacing)
     pooled_shape = tuple(-(-n // int(f)) for n, f in zip(crop.shape, pool[::-1]))
     fields = np.empty((len(groups),) + pooled_shape, dtype=np.float32)
@@ -221,7 +254,13 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
             union = lab > 0
             group_labels.append(lab)
         fields[g] = F.distance_field(F.pool_any(union, pool), crop.spacing * pool)
+    return groups, fields, group_labels, pool
 
+
+def _path_labels(ct: Image, sset: StructureSet, crop: F.Crop) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What the soft criteria read along a path: the label flags (lung, fissure, emphysema,
+    fissures unknown, lobe index), the lung mask, and the dense tissue no structure names."""
+    sl = crop.slices
     lung = sset.union(classes=LUNG_CLASSES, region=sl)
     labels = np.zeros(crop.shape, np.uint8)
     lobes = [s for s in sset if s.cls == StructureClass.LOBE]
@@ -240,23 +279,30 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
         hu = ndimage.uniform_filter(ct.voxels[sl].astype(np.float32), size=3)
         emph = lung & (hu < -950)
     labels[emph & lung] |= IN_EMPHYSEMA
-    unidentified = _unidentified_tissue(ct, sset, sl, lung)
+    return labels, lung, _unidentified_tissue(ct, sset, sl, lung)
 
-    vessels = sset.union(classes=[StructureClass.VESSEL], region=sl)
-    vessel_field = None
-    if vessels.any():
-        # The fields of the rules on vessels already hold it when they cover every vessel.
-        of_vessels = [k for k, r in enumerate(rules)
-                      if (sset[r.name].cls if r.name else r.cls) == StructureClass.VESSEL]
-        covered = np.logical_or.reduce([rule_masks[k] for k in of_vessels]) if of_vessels else None
-        alone = [g for g, members in enumerate(groups) if set(members) <= set(of_vessels)]
-        if covered is not None and np.array_equal(covered, vessels) and \
-                {k for g in alone for k in groups[g]} == set(of_vessels):
-            vessel_field = fields[alone].min(axis=0)
-        else:
-            vessel_field = F.distance_field(F.pool_any(vessels, pool), crop.spacing * pool)
-    lung_smooth = lung.view(np.uint8) if lung.any() else None
 
+def _vessel_field(sset: StructureSet, crop: F.Crop, rules: list[AvoidRule], rule_masks: list[np.ndarray],
+                  groups: list[list[int]], fields: np.ndarray, pool: np.ndarray) -> np.ndarray | None:
+    """The distance to the vessels (length near vessels, a soft criterion); None without vessels.
+    The fields of the rules on vessels already hold it when they cover every vessel."""
+    vessels = sset.union(classes=[StructureClass.VESSEL], region=crop.slices)
+    if not vessels.any():
+        return None
+    of_vessels = [k for k, r in enumerate(rules)
+                  if (sset[r.name].cls if r.name else r.cls) == StructureClass.VESSEL]
+    covered = np.logical_or.reduce([rule_masks[k] for k in of_vessels]) if of_vessels else None
+    alone = [g for g, members in enumerate(groups) if set(members) <= set(of_vessels)]
+    if covered is not None and np.array_equal(covered, vessels) and \
+            {k for g in alone for k in groups[g]} == set(of_vessels):
+        return fields[alone].min(axis=0)
+    return F.distance_field(F.pool_any(vessels, pool), crop.spacing * pool)
+
+
+def _skin(ct: Image, body: np.ndarray, crop: F.Crop, centre: np.ndarray, reach: float, half_z: float | None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The skin voxel centres of the crop (LPS) with their outward normals, and the skin beyond
+    the craniocaudal slab but within reach (too steep for any needle, counted as such)."""
     lo, hi = np.array(crop.lo), np.array(crop.lo) + np.array(crop.shape)
     idx = F.skin_voxels(body, lo, hi)
     # outward: against the gradient of the smoothed body indicator (the body beyond the crop counts)
@@ -272,8 +318,7 @@ def prepare(ct: Image, sset: StructureSet, preset: Preset, centre_lps: np.ndarra
         b_lo = np.array(ball.lo)
         kji = F.skin_voxels(body, b_lo, b_lo + np.array(ball.shape), lo, hi)  # the ball's box minus the slab
         outer = kji[:, ::-1].astype(float) @ ct.affine[:3, :3].T + ct.affine[:3, 3]
-    return _Context(crop, rules, rule_masks, margins, groups, fields, group_labels, labels, vessel_field,
-                    lung_smooth, unidentified, skin_lps, skin_normal, outer, pool)
+    return skin_lps, skin_normal, outer
 
 
 def _unidentified_tissue(ct: Image, sset: StructureSet, sl: tuple[slice, slice, slice], lung: np.ndarray
@@ -345,6 +390,27 @@ def _position_of(normals: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class _Candidates:
+    """Every skin point within reach of the longest needle, with what each step decided of it."""
+
+    entries: np.ndarray  # (n, 3) LPS
+    normals: np.ndarray  # (n, 3) outward skin normals; NaN beyond the prepared slab
+    d: np.ndarray  # (n, 3) unit direction entry -> target
+    length: np.ndarray  # (n,) mm
+    reason: np.ndarray  # (n,) object: "" while feasible, else the first hard constraint broken
+    positions: np.ndarray | None = None  # (n,) the patient position that puts the entry up
+    skin_angle: np.ndarray | None = None  # (n,) degrees between the needle and the skin normal
+
+    def reject(self, mask: np.ndarray, why: str) -> None:
+        """Rule out the candidates of ``mask`` not yet ruled out, for ``why``."""
+        self.reason[(self.reason == "") & mask] = why
+
+    @property
+    def open(self) -> np.ndarray:
+        return np.flatnonzero(self.reason == "")
+
+
 def plan(
     ct: Image,
     sset: StructureSet,
@@ -359,163 +425,201 @@ def plan(
 
     ``side`` ("left" or "right" of the patient) resolves a lateral or medial approach; by
     default it is read from the target's label (``..._left`` / ``..._right``).
+
+    Steps, each ruling candidates out for one reason (the first broken is the one counted):
+    :func:`_candidates`, :func:`_check_geometry` (craniocaudal angle, approach side, insertion
+    angle, approach cone), :func:`_check_clearance`, :func:`_check_ultrasound`; then the feasible
+    ones are scored (:func:`_score`) and the best distinct ones kept (:func:`_choose`).
     """
     t0 = time.perf_counter()
     tgt = np.asarray(target.point, float)
     ctx = context or prepare(ct, sset, preset, tgt, body)
     t_prep = time.perf_counter() - t0
     t1 = time.perf_counter()
+    cand = _candidates(ctx, tgt, preset)
+    _check_geometry(cand, preset, side if side is not None else target_side(target))
+    min_clear = _check_clearance(ctx, cand, tgt, preset)
+    probes = _check_ultrasound(ctx, cand, tgt, preset)
+    feasible = cand.open
+    t_hard = time.perf_counter() - t1
 
-    # Candidates: the skin points the longest needle reaches (with its reserve outside the skin);
-    # the skin beyond the prepared slab has no normal (NaN) and is too steep for any needle.
+    t2 = time.perf_counter()
+    radius = 0.5 * float(target.max_diameter_mm or target.diameter_mm or 0.0)
+    metrics, score = _score(ctx, cand, feasible, tgt, radius, preset, min_clear)
+    t_soft = time.perf_counter() - t2
+
+    trajectories = _choose(cand, feasible, metrics, score, tgt, preset, probes, n_best)
+    all_scores = np.full(len(cand.entries), np.nan)
+    all_scores[feasible] = score
+    rejected: dict[str, int] = {}
+    for why in cand.reason[cand.reason != ""]:
+        rejected[why] = rejected.get(why, 0) + 1
+    n = len(cand.entries)
+    return PlanResult(
+        status="ok" if trajectories else "no_safe_path",
+        trajectories=trajectories, rejected=dict(sorted(rejected.items(), key=lambda kv: -kv[1])),
+        n_candidates=n, explanation=_explain(n, rejected, len(feasible)),
+        risk_map={"entries": cand.entries, "score": all_scores, "reason": cand.reason.astype(str)},
+        timings_s={"prepare": t_prep, "hard": t_hard, "soft": t_soft, "total": time.perf_counter() - t0},
+        hard_margins_mm={r.key: r.margin_mm + preset.needle_radius_mm for r in ctx.rules},
+    )
+
+
+def _candidates(ctx: _Context, tgt: np.ndarray, preset: Preset) -> _Candidates:
+    """The skin points the longest needle reaches (with its reserve outside the skin); the skin
+    beyond the prepared slab has no normal (NaN) and is too steep for any needle."""
     all_skin = np.concatenate([ctx.skin_lps, ctx.outer_skin_lps])
     all_normals = np.concatenate([ctx.skin_normal, np.full((len(ctx.outer_skin_lps), 3), np.nan)])
     vec = tgt - all_skin
     length = np.linalg.norm(vec, axis=1)
     keep = (length > 1.0) & (length <= preset.max_depth_mm)
     entries, normals, vec, length = all_skin[keep], all_normals[keep], vec[keep], length[keep]
-    d = vec / length[:, None]
-    n = len(entries)
-    reason = np.full(n, "", dtype=object)
+    return _Candidates(entries, normals, vec / length[:, None], length, np.full(len(entries), "", dtype=object))
 
-    def reject(mask: np.ndarray, why: str) -> None:
-        reason[(reason == "") & mask] = why
 
-    # Geometry first, the gantry's limit before the patient's position and the skin angle.
+def _check_geometry(cand: _Candidates, preset: Preset, side: str | None) -> None:
+    """The gantry's limit first, then the patient's position, the skin angle and the approach cone."""
+    d, normals = cand.d, cand.normals
+    n = len(cand.entries)
     cc_angle = np.degrees(np.arcsin(np.clip(np.abs(d[:, 2]), 0, 1)))
-    reject(cc_angle > preset.max_craniocaudal_deg, "craniocaudal_angle")
+    cand.reject(cc_angle > preset.max_craniocaudal_deg, "craniocaudal_angle")
     outside = np.isnan(normals[:, 0])
-    if np.any(outside & (reason == "")):  # pragma: no cover - the slab is sized so this cannot happen
+    if np.any(outside & (cand.reason == "")):  # pragma: no cover - the slab is sized so this cannot happen
         raise AssertionError("a candidate outside the prepared region passed the craniocaudal limit")
     if preset.fixed_position is not None:  # a limb: reached from any side, the patient stays put
-        positions = np.full(n, preset.fixed_position, dtype=object)
+        cand.positions = np.full(n, preset.fixed_position, dtype=object)
     else:
-        positions = np.where(outside, "", _position_of(np.nan_to_num(normals)))
-        reject(~np.isin(positions, preset.positions), "approach_side")
+        cand.positions = np.where(outside, "", _position_of(np.nan_to_num(normals)))
+        cand.reject(~np.isin(cand.positions, preset.positions), "approach_side")
     with np.errstate(invalid="ignore"):
-        skin_angle = np.degrees(np.arccos(np.clip(-(d * normals).sum(axis=1), -1, 1)))
-    reject(skin_angle > preset.max_angle_from_skin_normal_deg, "insertion_angle")
+        cand.skin_angle = np.degrees(np.arccos(np.clip(-(d * normals).sum(axis=1), -1, 1)))
+    cand.reject(cand.skin_angle > preset.max_angle_from_skin_normal_deg, "insertion_angle")
     if preset.approach is not None:
-        way = preset.approach.vector(side if side is not None else target_side(target))
+        way = preset.approach.vector(side)
         off = np.degrees(np.arccos(np.clip(-(d @ way), -1, 1)))  # -d: from the target towards the entry
-        reject(off > preset.approach.max_angle_deg, "approach_direction")
+        cand.reject(off > preset.approach.max_angle_deg, "approach_direction")
 
-    todo = np.flatnonzero(reason == "")
-    starts = ctx.crop.lps_to_ijk(entries[todo])
+
+def _check_clearance(ctx: _Context, cand: _Candidates, tgt: np.ndarray, preset: Preset) -> np.ndarray:
+    """Clearance from every avoided structure (margin plus needle radius): the safe bounds of the
+    distance fields first; where they cannot decide (within a block of the margin), the exact
+    closed-form distance of that stretch of the path to the voxel centres. Returns (n, rules) a
+    lower bound of each candidate's clearance from each rule's structures (NaN: not measured)."""
+    n = len(cand.entries)
+    todo = cand.open
+    min_clear = np.full((n, len(ctx.rules)), np.nan, np.float32)
+    if not (len(todo) and len(ctx.rules)):
+        return min_clear
+    starts = ctx.crop.lps_to_ijk(cand.entries[todo])
     tip = ctx.crop.lps_to_ijk(tgt[None])[0]
     ends = np.repeat(tip[None], len(todo), axis=0)
     need = preset.needle_radius_mm + STEP_MM / 2.0
-    min_clear = np.full((n, len(ctx.rules)), np.nan, np.float32)
-    if len(todo) and len(ctx.rules):
-        gm = ctx.group_margins
-        fail, uncertain, mc, unc_lo, unc_hi, fail_at = F.march_clearance(
-            ctx.fields, gm, ctx.field_spacing, F.to_pooled(starts, ctx.pool), F.to_pooled(ends, ctx.pool), STEP_MM,
-            need, ctx.field_cell)
-        path_mm = np.linalg.norm((ends - starts) * ctx.crop.spacing, axis=1)
-        seg = ends - starts
-        fail_rule = np.full(len(todo), -1, np.int64)
-        for g in range(len(ctx.groups)):
-            # A sure failure: the rule of the group whose structure is nearest where it happened.
-            hit = np.flatnonzero(fail == g)
-            if len(hit):
-                at = starts[hit] + (fail_at[hit] / np.maximum(path_mm[hit], 1e-9))[:, None] * seg[hit]
-                fail_rule[hit] = ctx.rule_at(g, at, gm[g] + need)
-        for g in range(len(ctx.groups)):
-            # Where the field cannot decide (within a voxel of the margin), decide exactly, on
-            # the stretch of the path where it could not (the rest is proven clear).
-            ask = np.flatnonzero((fail_rule == -1) & uncertain[:, g])
-            if len(ask):
-                span = np.maximum(path_mm[ask], 1e-9)
-                u0 = np.clip((unc_lo[ask, g] - STEP_MM) / span, 0.0, 1.0)[:, None]
-                u1 = np.clip((unc_hi[ask, g] + STEP_MM) / span, 0.0, 1.0)[:, None]
-                # exact distance of the stretch to the voxel centres (closed form, no sampling);
-                # the limit is the margin plus the needle radius, without the sampling slack
-                limit = gm[g] + preset.needle_radius_mm
-                dmin, lab = F.exact_segment_check(ctx.group_volume(g), starts[ask] + u0 * seg[ask],
-                                                  starts[ask] + u1 * seg[ask], ctx.crop.spacing, limit,
-                                                  EXACT_PIECE_MM)
-                bad = dmin < limit
-                members = np.array(ctx.groups[g])
-                fail_rule[ask[bad]] = members[np.maximum(lab[bad].astype(np.int64) - 1, 0)]
-                mc[ask, g] = np.maximum(mc[ask, g], np.minimum(dmin, F.BIG)).astype(np.float32)
-        for g, members in enumerate(ctx.groups):
-            min_clear[np.ix_(todo, members)] = mc[:, [g]]  # a lower bound for each rule of the group
-        for r, rule in enumerate(ctx.rules):
-            reason[todo[fail_rule == r]] = rule.key
+    gm = ctx.group_margins
+    fail, uncertain, mc, unc_lo, unc_hi, fail_at = F.march_clearance(
+        ctx.fields, gm, ctx.field_spacing, F.to_pooled(starts, ctx.pool), F.to_pooled(ends, ctx.pool), STEP_MM,
+        need, ctx.field_cell)
+    path_mm = np.linalg.norm((ends - starts) * ctx.crop.spacing, axis=1)
+    seg = ends - starts
+    fail_rule = np.full(len(todo), -1, np.int64)
+    for g in range(len(ctx.groups)):
+        # A sure failure: the rule of the group whose structure is nearest where it happened.
+        hit = np.flatnonzero(fail == g)
+        if len(hit):
+            at = starts[hit] + (fail_at[hit] / np.maximum(path_mm[hit], 1e-9))[:, None] * seg[hit]
+            fail_rule[hit] = ctx.rule_at(g, at, gm[g] + need)
+    for g in range(len(ctx.groups)):
+        # Where the field cannot decide (within a voxel of the margin), decide exactly, on
+        # the stretch of the path where it could not (the rest is proven clear).
+        ask = np.flatnonzero((fail_rule == -1) & uncertain[:, g])
+        if len(ask):
+            span = np.maximum(path_mm[ask], 1e-9)
+            u0 = np.clip((unc_lo[ask, g] - STEP_MM) / span, 0.0, 1.0)[:, None]
+            u1 = np.clip((unc_hi[ask, g] + STEP_MM) / span, 0.0, 1.0)[:, None]
+            # exact distance of the stretch to the voxel centres (closed form, no sampling);
+            # the limit is the margin plus the needle radius, without the sampling slack
+            limit = gm[g] + preset.needle_radius_mm
+            dmin, lab = F.exact_segment_check(ctx.group_volume(g), starts[ask] + u0 * seg[ask],
+                                              starts[ask] + u1 * seg[ask], ctx.crop.spacing, limit,
+                                              EXACT_PIECE_MM)
+            bad = dmin < limit
+            members = np.array(ctx.groups[g])
+            fail_rule[ask[bad]] = members[np.maximum(lab[bad].astype(np.int64) - 1, 0)]
+            mc[ask, g] = np.maximum(mc[ask, g], np.minimum(dmin, F.BIG)).astype(np.float32)
+    for g, members in enumerate(ctx.groups):
+        min_clear[np.ix_(todo, members)] = mc[:, [g]]  # a lower bound for each rule of the group
+    for r, rule in enumerate(ctx.rules):
+        cand.reason[todo[fail_rule == r]] = rule.key
+    return min_clear
+
+
+def _check_ultrasound(ctx: _Context, cand: _Candidates, tgt: np.ndarray, preset: Preset) -> dict[int, Any]:
+    """Under ultrasound guidance the needle must lie in the plane of a probe placed on the skin
+    (see :mod:`.ultrasound`): the probe of each candidate that has one."""
     probes: dict[int, Any] = {}
-    if preset.guidance == "us":
-        # The needle must lie in the plane of a probe placed on the skin (see .ultrasound).
-        from .ultrasound import UltrasoundLimits, place_probes
+    if preset.guidance != "us":
+        return probes
+    from .ultrasound import UltrasoundLimits, place_probes
 
-        ok = np.flatnonzero(reason == "")
-        placed = place_probes(entries[ok], normals[ok], tgt, ctx.skin_lps, ctx.skin_normal,
-                              UltrasoundLimits.from_preset(preset.raw))
-        for c, probe in zip(ok, placed):
-            if probe is None:
-                reason[c] = "ultrasound_window"
-            else:
-                probes[int(c)] = probe
-    feasible = np.flatnonzero(reason == "")
-    t_hard = time.perf_counter() - t1
+    ok = cand.open
+    placed = place_probes(cand.entries[ok], cand.normals[ok], tgt, ctx.skin_lps, ctx.skin_normal,
+                          UltrasoundLimits.from_preset(preset.raw))
+    for c, probe in zip(ok, placed):
+        if probe is None:
+            cand.reason[c] = "ultrasound_window"
+        else:
+            probes[int(c)] = probe
+    return probes
 
-    # Soft criteria of the feasible candidates.
-    t2 = time.perf_counter()
-    radius = 0.5 * float(target.max_diameter_mm or target.diameter_mm or 0.0)
-    metrics = _soft_criteria(ctx, entries[feasible], tgt, d[feasible], length[feasible], radius)
-    excess = (min_clear[feasible] - ctx.margins[None, :]).min(axis=1) if len(ctx.rules) else np.full(len(feasible), 99.0)
+
+def _score(ctx: _Context, cand: _Candidates, feasible: np.ndarray, tgt: np.ndarray, radius: float, preset: Preset,
+           min_clear: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The soft criteria of the feasible candidates and their scores (the preset's weights;
+    lower is better)."""
+    metrics = _soft_criteria(ctx, cand.entries[feasible], tgt, cand.d[feasible], cand.length[feasible], radius)
+    excess = (min_clear[feasible] - ctx.margins[None, :]).min(axis=1) if len(ctx.rules) \
+        else np.full(len(feasible), 99.0)
     metrics["min_clearance_excess_mm"] = excess
-    w = preset.weights
     score = np.zeros(len(feasible))
-    for key, weight in w.items():
+    for key, weight in preset.weights.items():
         if key == "clearance_deficit_mm":
             score += weight * np.maximum(0.0, 10.0 - excess)
         elif key == "pleura_crossings_beyond_first":
             score += weight * np.maximum(0.0, metrics["pleura_crossings"] - 1)
         elif key in metrics:
             score += weight * metrics[key]
-    all_scores = np.full(n, np.nan)
-    all_scores[feasible] = score
-    t_soft = time.perf_counter() - t2
+    return metrics, score
 
-    # Best distinct trajectories.
+
+def _choose(cand: _Candidates, feasible: np.ndarray, metrics: dict[str, np.ndarray], score: np.ndarray,
+            tgt: np.ndarray, preset: Preset, probes: dict[int, Any], n_best: int) -> list[Trajectory]:
+    """The best spatially distinct feasible candidates (entries at least DISTINCT_ENTRY_MM apart),
+    ranked, with the Pareto-optimal ones marked."""
     chosen: list[int] = []
     for f in np.argsort(score, kind="stable"):
-        e = entries[feasible[f]]
-        if all(np.linalg.norm(e - entries[feasible[c]]) >= DISTINCT_ENTRY_MM for c in chosen):
+        e = cand.entries[feasible[f]]
+        if all(np.linalg.norm(e - cand.entries[feasible[c]]) >= DISTINCT_ENTRY_MM for c in chosen):
             chosen.append(int(f))
         if len(chosen) >= n_best:
             break
-    pareto = _pareto(np.column_stack([length[feasible], metrics["lung_mm"], metrics["fissures"], -excess])) \
+    length, d = cand.length, cand.d
+    pareto = _pareto(np.column_stack([length[feasible], metrics["lung_mm"], metrics["fissures"],
+                                      -metrics["min_clearance_excess_mm"]])) \
         if len(feasible) else np.zeros(0, bool)
-
     trajectories = []
     for rank, f in enumerate(chosen, start=1):
         c = feasible[f]
-        m = {k: float(v[f]) for k, v in metrics.items()}
         needle = preset.needle_for(float(length[c]))
         assert needle is not None  # every candidate is within the longest needle's reach
-        traj = Trajectory(
-            rank=rank, entry=entries[c], target=tgt, length_mm=float(length[c]), needle=needle,
-            position=str(positions[c]),
+        trajectories.append(Trajectory(
+            rank=rank, entry=cand.entries[c], target=tgt, length_mm=float(length[c]), needle=needle,
+            position=str(cand.positions[c]),  # type: ignore[index]
             angle_from_vertical_deg=float(np.degrees(np.arctan2(abs(d[c, 0]), abs(d[c, 1])))),
             craniocaudal_deg=float(np.degrees(np.arcsin(np.clip(d[c, 2], -1, 1)))),
-            angle_from_skin_normal_deg=float(skin_angle[c]), score=float(score[f]), metrics=m,
+            angle_from_skin_normal_deg=float(cand.skin_angle[c]),  # type: ignore[index]
+            score=float(score[f]), metrics={k: float(v[f]) for k, v in metrics.items()},
             pareto=bool(pareto[f]), probe=probes.get(int(c)),
-        )
-        trajectories.append(traj)
-
-    rejected: dict[str, int] = {}
-    for why in reason[reason != ""]:
-        rejected[why] = rejected.get(why, 0) + 1
-    explanation = _explain(n, rejected, len(feasible))
-    return PlanResult(
-        status="ok" if trajectories else "no_safe_path",
-        trajectories=trajectories, rejected=dict(sorted(rejected.items(), key=lambda kv: -kv[1])),
-        n_candidates=n, explanation=explanation,
-        risk_map={"entries": entries, "score": all_scores, "reason": reason.astype(str)},
-        timings_s={"prepare": t_prep, "hard": t_hard, "soft": t_soft, "total": time.perf_counter() - t0},
-        hard_margins_mm={r.key: r.margin_mm + preset.needle_radius_mm for r in ctx.rules},
-    )
+        ))
+    return trajectories
 
 
 def _soft_criteria(ctx: _Context, entries: np.ndarray, tgt: np.ndarray, d: np.ndarray, length: np.ndarray,

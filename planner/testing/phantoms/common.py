@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..images import Image, ImageMeta
+from ...images import Image, ImageMeta
 
 Slices = tuple[slice, slice, slice]
 

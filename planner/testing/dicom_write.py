@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from .image import Image, ImageMeta
+from ..images.image import Image, ImageMeta
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
