@@ -155,6 +155,11 @@ class PlanningSession:
         else:
             sset = segment_ct(ct, progress=progress, fissure_points=points)
             source = "automatic segmentation"
+        if len(sset) == 0:  # nothing to avoid: every path would look safe
+            raise InputError(f"{request.structures or request.ct}: " + (
+                "holds no structure (every one is empty): there is nothing to plan against"
+                if request.structures is not None else
+                "the automatic segmentation found nothing (no body, lungs or bones): is it a CT of a patient?"))
         if request.modality == "MR":
             sset.notes.append(f"MR scan: every structure comes from {source}; the automatic segmentation is "
                               "CT-specific and was not used; the skin is found from the MR signal")

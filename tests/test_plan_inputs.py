@@ -15,7 +15,7 @@ import pytest
 from planner.anatomy.target import LARGE_LESION_ML, Target, check_target  # noqa: F401
 from planner.cli.main import main
 from planner.demo import demo_cases
-from planner.images import Image, save_image
+from planner.images import Image, load_image, save_image
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,32 @@ def test_a_large_seeded_lesion_is_flagged(demo_thorax):
     small = Target(tuple(centre), "lesion", "seed", None, 3.0, 18.0, 21.0)
     assert any("120 ml (70 mm across), larger than most biopsy targets" in w for w in check_target(image, body, big))
     assert check_target(image, body, small) == []
+
+
+def test_a_segmentation_that_finds_nothing_writes_nothing(tmp_path, capsys):
+    """A scan of air: segment used to write empty masks and a .seg.nrrd without segments that
+    plan could not read back; now it says nothing was found and writes nothing, and plan
+    refuses to plan against nothing (every path would look safe)."""
+    a = np.diag([1.0, 1.0, 2.0, 1.0])
+    save_image(Image(np.full((20, 64, 64), -1000, np.int16), a), tmp_path / "air.nii.gz")
+    assert main(["segment", str(tmp_path / "air.nii.gz"), "--out", str(tmp_path / "seg")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "found nothing" in err[0] and "Nothing was written" in err[0]
+    assert not (tmp_path / "seg").exists()
+    assert main(["plan", "--ct", str(tmp_path / "air.nii.gz"), "--target", "30,30,10", "--procedure", "lung-biopsy",
+                 "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "found nothing" in err[0]
+    assert not (tmp_path / "p").exists()
+
+
+def test_empty_imported_structures_are_refused(thorax, tmp_path, capsys):
+    case, ct, _ = thorax
+    image = load_image(ct)
+    save_image(Image(np.zeros(image.shape, np.uint8), image.affine), tmp_path / "labels.nii.gz")
+    (tmp_path / "labels.json").write_text(json.dumps({"1": "aorta"}))
+    code = main(["plan", "--ct", ct, "--structures", str(tmp_path / "labels.nii.gz"), "--target",
+                 ",".join(f"{x:.1f}" for x in case.target_lps), "--procedure", "lung-biopsy", "--out",
+                 str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nothing to plan against" in err[0], err

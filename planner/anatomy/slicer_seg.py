@@ -204,8 +204,8 @@ def save_slicer_seg(sset: StructureSet, path: str | os.PathLike[str]) -> None:
 
     p = Path(path)
     layers, where = _layers_for(sset)
-    if not layers:
-        layers = [np.zeros(sset.shape, np.uint8)]
+    if not layers:  # a file 3D Slicer and the planner would read as no segmentation at all
+        raise InputError(f"{p}: no structure to write (every one is empty); nothing was written")
     dtype = np.uint16 if any(layer.dtype == np.uint16 for layer in layers) else np.uint8
     dirs = np.asarray(sset.affine, float)[:3, :3].T  # row n: the step along file axis n (i, j, k)
     header: dict[str, Any] = {

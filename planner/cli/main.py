@@ -303,6 +303,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         sset = segment_ct(ct, progress=progress, fissure_points=points)
     finally:
         progress.close()
+    if len(sset) == 0:
+        raise InputError(f"{args.path}: the automatic segmentation found nothing (no body, lungs or bones) in "
+                         f"{ct!r}; is it a CT of a patient? Nothing was written")
     out = Path(args.out)
     save_structures_folder(sset, out)
     save_slicer_seg(sset, out / "segmentation.seg.nrrd")
@@ -465,7 +468,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """Library warnings (pydicom on an over-long header value, ...) as one line each, each once."""
+    from ..images.quiet import one_line
+
+    text = one_line(message)
+    if text not in _WARNED:
+        _WARNED.add(text)
+        print(f"planner: warning: {text}", file=sys.stderr)
+
+
+_WARNED: set[str] = set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
     from ..images.quiet import one_line

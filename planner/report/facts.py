@@ -58,6 +58,22 @@ def needle_text(n: dict[str, Any]) -> str:
     return s + (f" ({n['coaxial']})" if n.get("coaxial") else "")
 
 
+#: Text from the scan's header (names, IDs, descriptions) is cut to this many characters in the
+#: report: files in the wild hold values far beyond their DICOM limit, and a table cell taller
+#: than a page cannot be laid out.
+HEADER_TEXT_MAX = 120
+#: Any other text of a cell (notes, explanations) is cut to this many.
+CELL_TEXT_MAX = 2000
+
+
+def clip(text: Any, limit: int = HEADER_TEXT_MAX) -> str:
+    """``text`` on one line, cut to ``limit`` characters, saying so when it is."""
+    s = " ".join(str(text).split())
+    if len(s) <= limit:
+        return s
+    return f"{s[:limit - 1]}… (cut: {len(s)} characters)"
+
+
 # --- blocks ----------------------------------------------------------------------------------
 @dataclass
 class KeyValues:
@@ -97,15 +113,16 @@ class ReportFacts:
 def _patient_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     pat, study, im = doc.get("patient", {}), doc.get("study", {}), doc.get("image", {})
     rows = [
-        ("Patient name", pat.get("name") or "-"),
-        ("Patient ID", pat.get("id") or "-"),
-        ("Birth date / sex", f"{pat.get('birth_date') or '-'} / {pat.get('sex') or '-'}"),
-        ("Study date", study.get("date") or "-"),
-        ("Accession number", study.get("accession_number") or "-"),
-        ("Study description", study.get("description") or "-"),
-        ("Study instance UID", im.get("study_instance_uid") or "-"),
-        ("Series instance UID", im.get("series_instance_uid") or "-"),
-        ("Series description / date", f"{study.get('series_description') or '-'} / {study.get('acquisition_date') or '-'}"),
+        ("Patient name", clip(pat.get("name") or "-")),
+        ("Patient ID", clip(pat.get("id") or "-")),
+        ("Birth date / sex", f"{clip(pat.get('birth_date') or '-', 40)} / {clip(pat.get('sex') or '-', 20)}"),
+        ("Study date", clip(study.get("date") or "-", 40)),
+        ("Accession number", clip(study.get("accession_number") or "-")),
+        ("Study description", clip(study.get("description") or "-")),
+        ("Study instance UID", clip(im.get("study_instance_uid") or "-")),
+        ("Series instance UID", clip(im.get("series_instance_uid") or "-")),
+        ("Series description / date", f"{clip(study.get('series_description') or '-')} / "
+                                      f"{clip(study.get('acquisition_date') or '-', 40)}"),
         ("Scan content hash (sha256)", (im.get("sha256") or "-")[:16] + "..."),
     ]
     if doc.get("anonymized"):
@@ -302,7 +319,7 @@ def report_facts(doc: dict[str, Any]) -> ReportFacts:
     status = "ok" if doc.get("status") == "ok" and trajs else "no_safe_path"
     title = f"Needle plan: {doc.get('procedure_title') or doc.get('procedure', '')}"
     pat = doc.get("patient", {})
-    subtitle = " · ".join(x for x in (pat.get("name"), pat.get("id"), doc.get("study", {}).get("date")) if x)
+    subtitle = " · ".join(clip(x, 48) for x in (pat.get("name"), pat.get("id"), doc.get("study", {}).get("date")) if x)
     facts = ReportFacts(title, subtitle or "patient not identified", status)
     b = facts.blocks
     b.append(KeyValues("Patient and study", _patient_rows(doc)))
@@ -330,6 +347,13 @@ def report_facts(doc: dict[str, Any]) -> ReportFacts:
         b.append(further_targets_table(doc))
     b.append(Bullets("Warnings", warnings_of(doc), "warning"))
     prov = doc.get("provenance", {})
-    facts.footer = (f"planner {prov.get('planner_version', '?')} · plan created {prov.get('created', '?')} · "
-                    "positions in DICOM patient coordinates (LPS, mm)")
+    facts.footer = (f"planner {clip(prov.get('planner_version', '?'), 20)} · plan created "
+                    f"{clip(prov.get('created', '?'), 40)} · positions in DICOM patient coordinates (LPS, mm)")
+    for block in b:  # nothing taller than a page
+        if isinstance(block, KeyValues):
+            block.rows = [(clip(k, CELL_TEXT_MAX), clip(v, CELL_TEXT_MAX)) for k, v in block.rows]
+        elif isinstance(block, Table):
+            block.rows = [[clip(c, CELL_TEXT_MAX) for c in r] for r in block.rows]
+        else:
+            block.items = [clip(i, CELL_TEXT_MAX) for i in block.items]
     return facts

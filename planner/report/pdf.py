@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Mapping
-from xml.sax.saxutils import escape
 
 from ..errors import MissingDependencyError
 from ..atomic import atomic_path
@@ -35,18 +34,24 @@ def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], 
     from reportlab.platypus import (Image as RLImage, KeepTogether, Paragraph, SimpleDocTemplate, Spacer,
                                     Table as RLTable, TableStyle)
 
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    from .fonts import report_fonts
+
+    fonts = report_fonts()
     ss = getSampleStyleSheet()
-    body = ParagraphStyle("body", parent=ss["BodyText"], fontName="Helvetica", fontSize=8.5, leading=10.5)
+    body = ParagraphStyle("body", parent=ss["BodyText"], fontName=fonts.regular, fontSize=8.5, leading=10.5)
     cell = ParagraphStyle("cell", parent=body, fontSize=8, leading=9.5)
-    head = ParagraphStyle("head", parent=cell, fontName="Helvetica-Bold")
-    h1 = ParagraphStyle("h1", parent=ss["Title"], fontName="Helvetica-Bold", fontSize=15, leading=18, spaceAfter=2)
-    h2 = ParagraphStyle("h2", parent=ss["Heading2"], fontName="Helvetica-Bold", fontSize=10.5, leading=13,
+    head = ParagraphStyle("head", parent=cell, fontName=fonts.bold)
+    h1 = ParagraphStyle("h1", parent=ss["Title"], fontName=fonts.bold, fontSize=15, leading=18, spaceAfter=2)
+    h2 = ParagraphStyle("h2", parent=ss["Heading2"], fontName=fonts.bold, fontSize=10.5, leading=13,
                         spaceBefore=7, spaceAfter=3)
     sub = ParagraphStyle("sub", parent=body, fontSize=9.5, alignment=1)
     width = A4[0] - 30 * mm
 
     def P(text: str, style: ParagraphStyle = cell) -> Paragraph:
-        return Paragraph(escape(text), style)
+        """A paragraph of ``text``, each run of characters in a font that has them."""
+        return Paragraph(fonts.markup(text, bold=style.fontName == fonts.bold), style)
 
     grid = TableStyle([
         ("GRID", (0, 0), (-1, -1), 0.4, colors.black),
@@ -54,14 +59,19 @@ def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], 
         ("LEFTPADDING", (0, 0), (-1, -1), 3), ("RIGHTPADDING", (0, 0), (-1, -1), 3),
         ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
     ])
-    story: list = [Paragraph(escape(facts.title), h1), Paragraph(escape(facts.subtitle), sub), Spacer(1, 3 * mm)]
+    story: list = [P(facts.title, h1), P(facts.subtitle, sub), Spacer(1, 3 * mm)]
+    missing = fonts.missing(_all_text(facts))
+    if missing:
+        story.append(_boxed([P("Some characters of this plan cannot be printed with the fonts found on this "
+                               f"computer and show as ? here ({' '.join(sorted(missing))[:60]}): report.html "
+                               "shows them as they are.", head)], width, grid))
     if facts.status != "ok":
         story.append(_boxed([P("NO SAFE TRAJECTORY: see 'Why no trajectory is safe' below.", head)], width, grid))
     for block in facts.blocks:
         if isinstance(block, KeyValues):
             t = RLTable([[P(k, head), P(v)] for k, v in block.rows], colWidths=[0.36 * width, 0.64 * width])
             t.setStyle(grid)
-            parts = [Paragraph(escape(block.title), h2), t] + ([P(block.note)] if block.note else [])
+            parts = [P(block.title, h2), t] + ([P(block.note)] if block.note else [])
             story.append(KeepTogether(parts))
         elif isinstance(block, Table):
             ncol = len(block.header)
@@ -72,16 +82,16 @@ def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], 
             style = TableStyle(grid.getCommands() + [("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#dddddd")),
                                                      ("LINEBELOW", (0, 0), (-1, 0), 1.0, colors.black)])
             t.setStyle(style)
-            parts = [Paragraph(escape(block.title), h2), t]
+            parts = [P(block.title, h2), t]
             if block.note:
                 parts.append(P(block.note))
             story.append(KeepTogether(parts))
         elif isinstance(block, Bullets):
             items = [P(("WARNING: " if block.kind == "warning" else "- ") + i) for i in block.items]
             box = _boxed(items, width, grid) if block.kind == "warning" else _list(items, width)
-            story.append(KeepTogether([Paragraph(escape(block.title), h2), box]))
+            story.append(KeepTogether([P(block.title, h2), box]))
     if images:
-        story.append(Paragraph("Images", h2))
+        story.append(P("Images", h2))
         cells = []
         w = (width - 6 * mm) / 2
         for name, p in images.items():
@@ -100,15 +110,35 @@ def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], 
     sig = RLTable([[P(line, head), ""] for line in facts.signature_lines], colWidths=[0.4 * width, 0.6 * width],
                   rowHeights=[10 * mm] * len(facts.signature_lines))
     sig.setStyle(TableStyle([("LINEBELOW", (1, 0), (1, -1), 0.6, colors.black), ("VALIGN", (0, 0), (-1, -1), "BOTTOM")]))
-    story.append(KeepTogether([Paragraph("Operator sign-off", h2), sig]))
+    story.append(KeepTogether([P("Operator sign-off", h2), sig]))
 
-    footer = facts.footer
+    size = 6.5
+
+    def runs_width(runs: list[tuple[str, str]]) -> float:
+        return sum(stringWidth(t, f, size) for f, t in runs)
+
+    def draw_runs(canvas, x: float, y: float, runs: list[tuple[str, str]]) -> None:  # type: ignore[no-untyped-def]
+        for f, t in runs:
+            canvas.setFont(f, size)
+            canvas.drawString(x, y, t)
+            x += stringWidth(t, f, size)
 
     def on_page(canvas, doc) -> None:  # type: ignore[no-untyped-def]
+        # the page's own text on the right, whole; the footer on the left, cut to the room left
+        # between them (the two never overlap, whatever their lengths)
         canvas.saveState()
-        canvas.setFont("Helvetica", 6.5)
-        canvas.drawString(15 * mm, 8 * mm, footer)
-        canvas.drawRightString(A4[0] - 15 * mm, 8 * mm, f"{facts.subtitle} · page {doc.page}")
+        right = fonts.runs(f"{facts.subtitle} · page {doc.page}")
+        while runs_width(right) > width * 0.4 and len(right[-1][1]) > 1:  # a long subtitle: keep the page number
+            text = "".join(t for _, t in right)
+            right = fonts.runs("…" + text[len(text) // 4:])
+        left_room = width - runs_width(right) - 4 * mm
+        text = facts.footer
+        left = fonts.runs(text)
+        while runs_width(left) > left_room and text:
+            text = text[:-2]
+            left = fonts.runs(text.rstrip() + "…")
+        draw_runs(canvas, 15 * mm, 8 * mm, left)
+        draw_runs(canvas, A4[0] - 15 * mm - runs_width(right), 8 * mm, right)
         canvas.restoreState()
 
     with atomic_path(path, ".pdf") as tmp:
@@ -117,6 +147,20 @@ def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], 
                                 creator="planner")
         doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
     return Path(path)
+
+
+def _all_text(facts: ReportFacts) -> str:
+    """Every string the report prints."""
+    parts = [facts.title, facts.subtitle, facts.footer, *facts.signature_lines]
+    for block in facts.blocks:
+        parts.append(block.title)
+        if isinstance(block, KeyValues):
+            parts += [x for row in block.rows for x in row] + [block.note]
+        elif isinstance(block, Table):
+            parts += list(block.header) + [x for row in block.rows for x in row] + [block.note]
+        else:
+            parts += list(block.items)
+    return "\n".join(parts)
 
 
 def _col_widths(block: Table, width: float) -> list[float]:
