@@ -209,7 +209,7 @@ class PlanningSession:
         del self._contexts[:-4]  # a few regions at most: each holds distance fields
         return ctx
 
-    def plan(self, targets: Sequence[TargetSpec | Target], n_best: int = 5) -> Plan:
+    def plan(self, targets: Sequence[TargetSpec | Target], n_best: int = 5, progress: Progress | None = None) -> Plan:
         """Plan every target; returns the :class:`~planner.planning.model.Plan` (not yet written)."""
         if not targets:
             raise InputError("give a target: a point, a structure label, a seed point or a joint")
@@ -218,7 +218,9 @@ class PlanningSession:
         for t in resolved:
             warnings += check_target(self.image, self.body, t)
         blocks, results = [], []
-        for target in resolved:
+        for n, target in enumerate(resolved):
+            if progress is not None:
+                progress(n, len(resolved), "planning")
             point = np.asarray(target.point, float)
             result = plan_target(self.image, self.structures, target, self.preset, self.body, n_best=n_best,
                                  context=self._context(point), side=self.side)
@@ -232,6 +234,8 @@ class PlanningSession:
             blocks.append(TargetPlan(TargetRecord.from_json(target.to_dict()), result.status, trajectories,
                                      dict(result.rejected), result.n_candidates, list(result.explanation)))
             results.append(result)
+        if progress is not None:
+            progress(len(resolved), len(resolved), "planning")
         extra = plan_extras(self.image, self.preset, results[0], self.structures_source, self.structures.notes)
         extra.update(self._identity())
         extra["room_definition"] = ROOM_DEFINITION
@@ -276,9 +280,13 @@ class PlanningSession:
         if not src or source_kind(src) != "dicom":
             raise InputError(f"{src or 'the scan'}: --dicom files the report in the CT's study, so the CT must be "
                              "given as DICOM")
+        if not self.image.meta.study_instance_uid:
+            raise InputError(f"{src}: its StudyInstanceUID is blank (an anonymised series): --dicom files the report "
+                             "in the CT's study, which cannot be named; plan without --dicom")
         return reference_header(src, self.image.meta.series_instance_uid)
 
-    def write_into(self, plan: Plan, staging: Path, *, dicom_reference: Any = None, anonymize: bool = False) -> Any:
+    def write_into(self, plan: Plan, staging: Path, *, dicom_reference: Any = None, anonymize: bool = False,
+                   progress: Progress | None = None) -> Any:
         """Every file of the plan folder into ``staging`` (an empty folder); ``plan.json`` once."""
         from .report import write_report_set
         from .report.anonymize import anonymize_plan, new_uid_map
@@ -300,7 +308,7 @@ class PlanningSession:
                 write_probe_view(self.image, result.trajectories[0], staging / "images" / name)
         first = getattr(plan, "resolved_targets", [None])[0]
         return write_report_set(staging, self.image, self.structures, doc=doc, dicom_reference=dicom_reference,
-                                uid_map=uid_map, target=first, body=self.body)
+                                uid_map=uid_map, target=first, body=self.body, progress=progress)
 
 
 def plan_and_write(request: PlanRequest, out: str | os.PathLike[str], *, dicom: bool = False, anonymize: bool = False,
@@ -320,9 +328,9 @@ def plan_and_write(request: PlanRequest, out: str | os.PathLike[str], *, dicom: 
     dest = Path(out)
     with replace_folder(dest) as staging:
         session = PlanningSession.open(request, progress)
-        plan = session.plan(request.targets, n_best=request.n_best)
+        plan = session.plan(request.targets, n_best=request.n_best, progress=progress)
         ref = session._dicom_reference() if dicom else None
-        rs = session.write_into(plan, staging, dicom_reference=ref, anonymize=anonymize)
+        rs = session.write_into(plan, staging, dicom_reference=ref, anonymize=anonymize, progress=progress)
         if also is not None:
             also(staging)
     plan.folder = dest

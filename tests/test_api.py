@@ -105,3 +105,20 @@ def test_api_misuse_is_one_input_error(thorax, kwargs, message):
     kwargs = {"procedure": "lung-biopsy", **kwargs}
     with pytest.raises(planner.InputError, match=message):
         planner.plan(ct, structures=structures, **kwargs)
+
+
+def test_long_steps_report_progress(thorax, tmp_path):
+    """Planning and writing the report say how far they are (the command line shows it as bars)."""
+    from planner.session import PlanRequest, TargetSpec, plan_and_write
+
+    case, ct, structures = thorax
+    seen: list[tuple[int, int, str]] = []
+    request = PlanRequest(case.ct, "lung-biopsy", [TargetSpec("label", "lung_nodule")],
+                          structures=case.folder / case.info["structures"], n_best=1)
+    plan_and_write(request, tmp_path / "p", progress=lambda done, total, what: seen.append((done, total, what)))
+    steps = {what for _, _, what in seen}
+    assert {"planning", "writing the report"} <= steps
+    for what in ("planning", "writing the report"):
+        mine = [(d, t) for d, t, w in seen if w == what]
+        assert mine[0][0] == 0 and mine[-1][0] == mine[-1][1]  # from the start to the end
+        assert [d for d, _ in mine] == sorted(d for d, _ in mine)

@@ -8,6 +8,7 @@ that grew into a huge "lesion" went unremarked.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +102,34 @@ def test_empty_imported_structures_are_refused(thorax, tmp_path, capsys):
                  str(tmp_path / "p")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "nothing to plan against" in err[0], err
+
+
+def test_a_series_with_blank_uids_is_planned_and_reviewed_by_its_voxel_hash(thorax, tmp_path, capsys):
+    """Anonymisers blank the UIDs: such a series is planned, the plan says so, review binds it by
+    the voxel hash alone; --dicom, which files the report in the CT's study, is refused."""
+    import pydicom
+
+    case, ct, structures = thorax
+    src = tmp_path / "anon"
+    src.mkdir()
+    for f in sorted(Path(ct).iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = ds.StudyInstanceUID = ds.SOPInstanceUID = ""
+        ds.file_meta.MediaStorageSOPInstanceUID = ""
+        ds.save_as(src / f.name)
+    out = tmp_path / "p"
+    args = ["plan", "--ct", str(src), "--structures", structures, "--target-label", "lung_nodule",
+            "--procedure", "lung-biopsy", "--n", "1", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    doc = json.loads((out / "plan.json").read_text())
+    assert doc["image"]["series_instance_uid"] == ""
+    assert any("blank" in c for c in doc["image"]["corrections"])
+    assert main(["review", str(out), "--ct", str(src), "--no-window"]) == 0
+    printed = capsys.readouterr().out
+    assert "identified by its voxel hash alone" in printed and "verdict: all trajectories verified" in printed
+    before = sorted(p.name for p in out.iterdir())
+    assert main(args + ["--dicom"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "StudyInstanceUID is blank" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == before  # the plan before is left as it was

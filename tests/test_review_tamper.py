@@ -223,3 +223,23 @@ def test_the_schema_shipped_accepts_the_plans_written(planned):
 
     jsonschema.Draft202012Validator.check_schema(plan_schema())
     jsonschema.validate(json.loads((planned / "plan.json").read_text()), plan_schema())
+
+
+def test_ultrasound_guided_paths_are_rechecked_for_a_probe_window(tmp_path, capsys):
+    """knee-synovial-biopsy is under ultrasound: review re-places the probe. The plan's own path
+    passes; an entry the planner ruled out for its ultrasound window (printed numbers made to
+    agree) fails."""
+    knee = next(c for c in demo_cases() if c.id == "knee")
+    d = tmp_path / "us"
+    assert main(["plan", "--ct", str(knee.ct), "--structures", str(knee.folder / knee.info["structures"]),
+                 "--target-label", knee.info["target"]["label"], "--procedure", "knee-synovial-biopsy",
+                 "--out", str(d), "--n", "1"]) == 0
+    capsys.readouterr()
+    code, out, _ = _review(d, str(knee.ct), capsys)
+    assert code == 0, out
+    doc = json.loads((d / "plan.json").read_text())
+    _move_entry(doc["trajectories"][0], _rejected_entry(d, "ultrasound_window", doc["target"]["point"]))
+    _save(d, doc)
+    code, out, _ = _review(d, str(knee.ct), capsys)
+    assert code == 3
+    assert "no position of the ultrasound probe on the skin holds this needle" in out

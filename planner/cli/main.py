@@ -43,6 +43,9 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+_STEPS = ("planning", "writing the report")  # progress counted in steps, not files
+
+
 class _Progress:
     """A tqdm bar on stderr, shown on terminals only, one bar per step name."""
 
@@ -58,7 +61,8 @@ class _Progress:
 
         if what != self._what or self._bar is None:
             self.close()
-            self._bar = tqdm(total=total, desc=what, unit="file", file=sys.stderr, leave=False, disable=None)
+            self._bar = tqdm(total=total, desc=what, unit="step" if what in _STEPS else "file", file=sys.stderr,
+                             leave=False, disable=None)
             self._what = what
         self._bar.n = done
         self._bar.refresh()

@@ -12,7 +12,8 @@ entry and target are checked again against:
 
 Every constraint the planner applies is re-checked in its own terms: depth within the needle
 catalogue, a needle of the catalogue that reaches, the craniocaudal limit, the patient
-position, the insertion angle, the approach cone, and clearance from each avoided structure
+position, the insertion angle, the approach cone, under ultrasound guidance a probe position
+whose plane holds the needle, and clearance from each avoided structure
 (margin plus the radius of the thickest needle), the last one exactly: the closed-form distance
 from the needle segment to every voxel centre of the structures near it. The numbers the file
 prints (depth, angles, position, needle) must also agree with the geometry, since a doctor
@@ -173,6 +174,17 @@ def verify_trajectory(traj: dict[str, Any], target: dict[str, Any], preset: Pres
         skin_angle = float(np.degrees(np.arccos(np.clip(-(d @ normal), -1, 1))))
         if skin_angle > preset.max_angle_from_skin_normal_deg + 1e-6:
             c.fail(f"{skin_angle:.0f} deg from the skin normal, beyond {preset.max_angle_from_skin_normal_deg:g} deg")
+    if preset.guidance == "us" and normal is not None:
+        # the needle must lie in the plane of a probe placed on this CT's skin
+        from .engine import prepare
+        from .ultrasound import UltrasoundLimits, place_probes
+
+        ctx = prepare(ct, sset, preset, tip, body)
+        probe = place_probes(entry[None], normal[None], tip, ctx.skin_lps, ctx.skin_normal,
+                             UltrasoundLimits.from_preset(preset.raw))[0]
+        if probe is None:
+            c.fail("no position of the ultrasound probe on the skin holds this needle in its plane "
+                   "(target within the probe's depth, needle at a visible angle)")
     if preset.approach is not None:
         way = preset.approach.vector(side if side is not None else side_of_label(target_label))
         off = float(np.degrees(np.arccos(np.clip(-(d @ way), -1, 1))))

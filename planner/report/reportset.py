@@ -79,7 +79,7 @@ def identify(doc: dict[str, Any], ct: Image) -> dict[str, Any]:
 def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: StructureSet, *,
                      doc: dict[str, Any] | None = None, dicom: bool = False, anonymize: bool = False,
                      meshes: bool = True, target: Target | None = None, views: bool = True, body: Any = None,
-                     dicom_reference: Any = None, uid_map: Any = None) -> ReportSet:
+                     dicom_reference: Any = None, uid_map: Any = None, progress: Any = None) -> ReportSet:
     """Write the report set of a plan into ``plan_dir``.
 
     Parameters
@@ -136,21 +136,33 @@ def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: St
         raise InputError("the plan was made on another scan (voxel hash differs from the CT given)")
 
     extra = [target.structure] if target is not None and target.structure is not None else []
+    steps = 4 + int(meshes) + int(ref is not None)
+
+    def step(n: int) -> None:
+        if progress is not None:
+            progress(n, steps, "writing the report")
+
+    step(0)
     if views:
         _render_scene_views(d, ct, structures, doc)
+    step(1)
     images = report_images(d, ct, structures, doc, extra)
     facts = report_facts(doc)
     title = facts.title
+    step(2)
     pdf = write_pdf(facts, images, d / "report.pdf", title=title)
     html = write_html(facts, images, d / "report.html", title=title)
     marks = write_markups(doc, d)
     rs = ReportSet(d, pdf, html, marks, dict(images))
+    step(3)
     if meshes:
         rs.meshes = write_meshes(structures, doc, d, extra)
+        step(4)
     if ref is not None:
         from .dicom_export import write_dicom
 
         rs.dicom = write_dicom(pdf, images, ref, d / "dicom", title, uid_map)
+    step(steps)
     return rs
 
 

@@ -79,6 +79,9 @@ def check_scan(doc: dict[str, Any], ct: Image, plan_path: str = "plan.json") -> 
             "refusing to review a plan on another patient or series")
     elif want_uid and not have_uid:
         notes.append("the scan given records no series UID (NIfTI/NRRD): identified by its voxel hash alone")
+    elif not want_uid:
+        notes.append("the plan records no series UID (its series' UIDs were blank, or it was not DICOM): the scan "
+                     "is identified by its voxel hash alone")
     if im.get("sha256") != ct.sha256:
         raise ScanMismatchError(
             f"{ct.meta.source}: voxel hash {ct.sha256[:16]}... differs from the plan's {str(im.get('sha256'))[:16]}... "
