@@ -134,17 +134,23 @@ def test_a_steep_insertion_angle(planned, thorax, tmp_path, capsys):
     assert "from the skin normal, beyond 60 deg" in out
 
 
-def test_an_entry_outside_the_approach_cone(thorax, tmp_path, capsys):
+def _plan_knee(d: Path, procedure: str, capsys) -> str:
+    """Plan the demo knee for ``procedure`` into ``d``; returns its CT's path."""
     knee = next(c for c in demo_cases() if c.id == "knee")
-    d = tmp_path / "knee"
     assert main(["plan", "--ct", str(knee.ct), "--structures", str(knee.folder / knee.info["structures"]),
-                 "--target-label", knee.info["target"]["label"], "--procedure", "knee-injection",
+                 "--target-label", knee.info["target"]["label"], "--procedure", procedure,
                  "--out", str(d), "--n", "1"]) == 0
     capsys.readouterr()
+    return str(knee.ct)
+
+
+def test_an_entry_outside_the_approach_cone(thorax, tmp_path, capsys):
+    d = tmp_path / "knee"
+    knee_ct = _plan_knee(d, "knee-injection", capsys)
     doc = json.loads((d / "plan.json").read_text())
     _move_entry(doc["trajectories"][0], _rejected_entry(d, "approach_direction", doc["target"]["point"]))
     _save(d, doc)
-    code, out, _ = _review(d, str(knee.ct), capsys)
+    code, out, _ = _review(d, knee_ct, capsys)
     assert code == 3
     assert "approach, beyond" in out
 
@@ -229,17 +235,13 @@ def test_ultrasound_guided_paths_are_rechecked_for_a_probe_window(tmp_path, caps
     """knee-synovial-biopsy is under ultrasound: review re-places the probe. The plan's own path
     passes; an entry the planner ruled out for its ultrasound window (printed numbers made to
     agree) fails."""
-    knee = next(c for c in demo_cases() if c.id == "knee")
     d = tmp_path / "us"
-    assert main(["plan", "--ct", str(knee.ct), "--structures", str(knee.folder / knee.info["structures"]),
-                 "--target-label", knee.info["target"]["label"], "--procedure", "knee-synovial-biopsy",
-                 "--out", str(d), "--n", "1"]) == 0
-    capsys.readouterr()
-    code, out, _ = _review(d, str(knee.ct), capsys)
+    knee_ct = _plan_knee(d, "knee-synovial-biopsy", capsys)
+    code, out, _ = _review(d, knee_ct, capsys)
     assert code == 0, out
     doc = json.loads((d / "plan.json").read_text())
     _move_entry(doc["trajectories"][0], _rejected_entry(d, "ultrasound_window", doc["target"]["point"]))
     _save(d, doc)
-    code, out, _ = _review(d, str(knee.ct), capsys)
+    code, out, _ = _review(d, knee_ct, capsys)
     assert code == 3
     assert "no position of the ultrasound probe on the skin holds this needle" in out

@@ -369,10 +369,11 @@ def _add_sub_volume_options(q: argparse.ArgumentParser) -> None:
 
 def _commands() -> set[str]:
     """The sub-command names this build offers."""
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return set(action.choices)
-    return set()
+    build_parser()
+    return set(_COMMAND_NAMES)
+
+
+_COMMAND_NAMES: list[str] = []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("demo", help="run the embedded demo cases into out/demo/")
     q.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     q.set_defaults(func=cmd_demo)
+    _COMMAND_NAMES[:] = list(sub.choices)
     return p
 
 

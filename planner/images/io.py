@@ -66,12 +66,8 @@ def save_image(image: Image, path: str | os.PathLike[str]) -> None:
     kind = source_kind(p)
     if kind not in ("nifti", "nrrd"):
         raise InputError(f"{p}: output must end in .nii, .nii.gz or .nrrd")
-    p.parent.mkdir(parents=True, exist_ok=True)
+    from ..atomic import atomic_path
+
     suffix = ".nii.gz" if p.name.lower().endswith(".nii.gz") else p.suffix
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}{suffix}")
-    try:
+    with atomic_path(p, suffix) as tmp:
         (save_nifti if kind == "nifti" else save_nrrd)(image, tmp)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
