@@ -6,6 +6,8 @@ every 0.25 mm along the needle axis to the centres of every structure's voxels.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..anatomy.registry import StructureClass
@@ -62,7 +64,8 @@ def describe(traj: Trajectory, sset: StructureSet, preset: Preset, target_name: 
         if worst is None or excess < worst[0]:
             worst = (excess, name, d, rule.margin_mm)
     if worst is not None:
-        traj.limiting = f"closest: {worst[1]} at {worst[2]:.1f} mm (margin {worst[3]:g} mm)"
+        # rounded down, as plan.json's clearances: never more than measured, and the same figure
+        traj.limiting = f"closest: {worst[1]} at {math.floor(worst[2] * 10.0) / 10.0:.1f} mm (margin {worst[3]:g} mm)"
     else:
         traj.limiting = f"no avoided structure within {REPORT_WITHIN_MM:g} mm"
     traj.risk_factors = lung_risk_factors(traj, target_diameter_mm) if preset.id == "lung-biopsy" else []

@@ -1,10 +1,10 @@
 """Fonts for the PDF report: every character of a patient's name printed, or said to be missing.
 
 The PDF's standard fonts (Helvetica) hold Latin-1 only: a Cyrillic, Greek, Chinese or Japanese
-name would print as blanks or boxes. The report therefore embeds TrueType fonts found on the
-system: a main font with wide coverage (DejaVu Sans: Latin, Greek, Cyrillic, ...), and a
-fallback for what it lacks (Droid Sans Fallback, Noto Sans CJK or WenQuanYi: Chinese, Japanese,
-Korean). Text is split into runs, each set in the first font that has all its characters.
+name would print as blanks or boxes. The report keeps Helvetica for Latin-1 and embeds TrueType
+fonts found on the system for the rest: one with wide coverage (DejaVu Sans: Greek, Cyrillic,
+...), then one for what it lacks (Droid Sans Fallback, Noto Sans CJK or WenQuanYi: Chinese,
+Japanese, Korean). Text is split into runs, each set in the first font that has its characters.
 A character no font found has is printed as "?" and the report says so; the HTML report (read
 by a browser with its own fonts) shows it as it is.
 
@@ -42,7 +42,8 @@ class FontSet:
 
     def font_for(self, ch: str, bold: bool = False) -> str | None:
         first = self.bold if bold else self.regular
-        for name in (first, *self.fallbacks):
+        order = (first, *(["PlannerSans-Bold"] if bold and "PlannerSans-Bold" in self.covers else []), *self.fallbacks)
+        for name in order:
             cover = self.covers.get(name)
             if (cover is None and ord(ch) < 256) or (cover is not None and ord(ch) in cover):
                 return name
@@ -103,25 +104,24 @@ def _register(name: str, path: Path) -> frozenset | None:
 
 @lru_cache(maxsize=1)
 def report_fonts() -> FontSet:
-    """The fonts the PDF uses (found and registered once)."""
+    """The fonts the PDF uses (found and registered once).
+
+    Latin-1 text stays in Helvetica (the report's look, and its tables' widths, do not change);
+    only characters beyond it are set in the TrueType fonts found."""
     covers: dict = {"Helvetica": None, "Helvetica-Bold": None}
-    regular, bold = "Helvetica", "Helvetica-Bold"
+    fallbacks = []
     for reg_file, bold_file in MAIN:
         reg_path = _find(reg_file)
-        if reg_path is None:
-            continue
-        cover = _register("PlannerSans", reg_path)
+        cover = _register("PlannerSans", reg_path) if reg_path is not None else None
         if cover is None:
             continue
-        regular, covers["PlannerSans"] = "PlannerSans", cover
+        covers["PlannerSans"] = cover
+        fallbacks.append("PlannerSans")
         bold_path = _find(bold_file)
         bold_cover = _register("PlannerSans-Bold", bold_path) if bold_path else None
         if bold_cover is not None:
-            bold, covers["PlannerSans-Bold"] = "PlannerSans-Bold", bold_cover
-        else:
-            bold = "PlannerSans"
+            covers["PlannerSans-Bold"] = bold_cover
         break
-    fallbacks = []
     for n, fname in enumerate(FALLBACKS):
         path = _find(fname)
         if path is None:
@@ -130,6 +130,4 @@ def report_fonts() -> FontSet:
         if cover is not None:
             fallbacks.append(f"PlannerFallback{n}")
             covers[f"PlannerFallback{n}"] = cover
-    if regular != "Helvetica":
-        fallbacks.append("Helvetica")  # never needed for Latin-1 with a TrueType main font; harmless
-    return FontSet(regular, bold, tuple(fallbacks), covers)
+    return FontSet("Helvetica", "Helvetica-Bold", tuple(fallbacks), covers)
