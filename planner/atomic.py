@@ -132,6 +132,9 @@ def replace_folder(dest: str | os.PathLike[str], *, marker: str = "plan.json",
         raise InputError(f"{dest}: name a folder to write into (not {d.name or '/'!r})")
     if d.exists() and not d.is_dir():
         raise InputError(f"{dest}: exists and is not a folder; refusing to replace it")
+    cwd = Path.cwd().resolve()
+    if d.exists() and (d.resolve() == cwd or d.resolve() in cwd.parents):
+        raise InputError(f"{dest}: is the current folder (or holds it); give a folder of its own to write into")
     parent = d.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

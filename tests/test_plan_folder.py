@@ -188,3 +188,14 @@ def test_no_file_of_a_plan_names_its_hidden_staging_folder(thorax, tmp_path, cap
     for p in out.rglob("*"):
         if p.is_file():
             assert b".plan.new-" not in p.read_bytes(), p
+
+
+def test_the_current_folder_is_never_replaced(thorax, tmp_path, capsys, monkeypatch):
+    """An empty current folder given as --out would be swapped away from under the shell."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert _plan(thorax, Path(".")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is the current folder" in err[0]
+    assert here.is_dir() and list(here.iterdir()) == []
