@@ -1,0 +1,143 @@
+"""Planned against actual: how far the needle in a check scan is from the plan, and what to do.
+
+Everything is in the planning CT's coordinates (LPS, mm): the needle found in the check scan is
+first mapped through the registration (check -> planning). Definitions (the figures of
+``check.json``):
+
+- ``angle_deg``: the angle between the actual axis (hub end -> tip) and the planned one
+  (entry -> target).
+- ``lateral_offset_mm``: the distance of the actual tip from the planned line (the infinite line
+  through entry and target).
+- ``depth_reached_mm``: how deep the tip is along the plan: the projection of entry -> tip on the
+  planned direction.
+- ``remaining_mm``: planned depth minus depth reached (negative: the tip is past the target's
+  depth).
+- ``predicted_miss_mm``: if the needle is advanced (or withdrawn) along its current axis until its
+  tip reaches the target's depth along the plan, how far it then is from the target.
+- ``target_hit``: that predicted tip lies inside the target with a margin: at most the target's
+  radius minus ``HIT_MARGIN_MM`` from its centre (a lesion of known size), or at most
+  ``POINT_TOLERANCE_MM`` for a bare point target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: A predicted tip counts as in the lesion when it is this far inside the lesion's radius.
+HIT_MARGIN_MM = 2.0
+#: For a point target (no size known), the predicted tip must be this close to it.
+POINT_TOLERANCE_MM = 2.0
+#: On target: the tip this close (along the plan) to the target's depth needs no advance.
+ON_DEPTH_MM = 1.0
+
+
+@dataclass
+class Deviation:
+    """How the actual needle stands against the planned one (see the module for the definitions)."""
+
+    angle_deg: float
+    lateral_offset_mm: float
+    depth_reached_mm: float
+    remaining_mm: float
+    predicted_tip_lps: np.ndarray
+    predicted_miss_mm: float
+    target_hit: bool
+    hit_tolerance_mm: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"angle_deg": round(self.angle_deg, 2), "lateral_offset_mm": round(self.lateral_offset_mm, 2),
+                "depth_reached_mm": round(self.depth_reached_mm, 1), "remaining_mm": round(self.remaining_mm, 1),
+                "predicted_tip_lps": [round(float(x), 2) for x in self.predicted_tip_lps],
+                "predicted_miss_mm": round(self.predicted_miss_mm, 2), "target_hit": self.target_hit,
+                "hit_tolerance_mm": round(self.hit_tolerance_mm, 2)}
+
+
+def deviation(entry: Any, target: Any, tip: Any, direction: Any, target_diameter_mm: float | None = None
+              ) -> Deviation:
+    """The deviation of a needle (``tip``, unit ``direction`` from hub to tip) from the plan
+    ``entry`` -> ``target``; all LPS mm in the planning CT."""
+    e, t, p = (np.asarray(x, float) for x in (entry, target, tip))
+    u = np.asarray(direction, float)
+    u = u / np.linalg.norm(u)
+    planned = t - e
+    depth = float(np.linalg.norm(planned))
+    w = planned / depth
+    angle = float(np.degrees(np.arccos(np.clip(u @ w, -1.0, 1.0))))
+    rel = p - e
+    along = float(rel @ w)
+    lateral = float(np.linalg.norm(rel - along * w))
+    # advance along u until the tip's projection on the plan reaches the target's depth
+    cos = float(u @ w)
+    if cos > 1e-6:
+        step = (depth - along) / cos
+        predicted = p + step * u
+    else:  # the needle runs across or against the plan: advancing never reaches the target's depth
+        predicted = p
+    miss = float(np.linalg.norm(predicted - t))
+    if target_diameter_mm:
+        tol = max(0.5 * float(target_diameter_mm) - HIT_MARGIN_MM, 0.0)
+    else:
+        tol = POINT_TOLERANCE_MM
+    hit = cos > 1e-6 and miss <= tol
+    return Deviation(angle, lateral, along, depth - along, predicted, miss, hit, tol)
+
+
+def direction_change(current: Any, wanted: Any) -> dict[str, float]:
+    """How to turn a needle from direction ``current`` to ``wanted`` in the room's terms: the
+    change of the craniocaudal angle (degrees, + toward the head) and of the in-plane angle in
+    the axial plane (degrees, + toward the patient's left), as an operator tilts the needle."""
+    c, n = (np.asarray(x, float) / np.linalg.norm(x) for x in (current, wanted))
+    cc_c, cc_n = (float(np.degrees(np.arcsin(np.clip(v[2], -1, 1)))) for v in (c, n))
+    # in-plane: the azimuth of the needle's axial projection, measured from its AP component
+    def azimuth(v: np.ndarray) -> float:
+        return float(np.degrees(np.arctan2(v[0], abs(v[1]) if abs(v[1]) > 1e-9 else 1e-9)))
+
+    return {"craniocaudal_change_deg": cc_n - cc_c, "toward_left_change_deg": azimuth(n) - azimuth(c)}
+
+
+@dataclass
+class Correction:
+    """What to do next, in words and numbers (room terms: mm along the needle, degrees)."""
+
+    action: str  # "none" | "advance" | "withdraw" | "redirect"
+    text: str
+    advance_mm: float = 0.0
+    redirect: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"action": self.action, "text": self.text}
+        if self.action in ("advance", "withdraw"):
+            out["distance_mm"] = round(abs(self.advance_mm), 1)
+        if self.redirect:
+            out["redirect"] = {k: round(v, 1) for k, v in self.redirect.items()}
+        return out
+
+
+def correction(dev: Deviation, entry_actual: Any, tip: Any, direction: Any, target: Any) -> Correction:
+    """The correction to make: nothing, advance or withdraw along the current axis when that
+    reaches the target, else redirect from the current entry (the angles to change by)."""
+    u = np.asarray(direction, float) / np.linalg.norm(direction)
+    p = np.asarray(tip, float)
+    if dev.target_hit:
+        along_axis = float((dev.predicted_tip_lps - p) @ u)
+        if abs(dev.remaining_mm) <= ON_DEPTH_MM:
+            return Correction("none", "on target: the tip is at the target's depth and within the target")
+        if along_axis > 0:
+            return Correction("advance", f"advance {along_axis:.0f} mm along the current axis", along_axis)
+        return Correction("withdraw", f"withdraw {-along_axis:.0f} mm along the current axis", along_axis)
+    wanted = np.asarray(target, float) - np.asarray(entry_actual, float)
+    turn = direction_change(u, wanted)
+    cc, lr = turn["craniocaudal_change_deg"], turn["toward_left_change_deg"]
+    words = []
+    if abs(cc) >= 0.5:
+        words.append(f"{abs(cc):.0f} degrees more {'cranial' if cc > 0 else 'caudal'}")
+    if abs(lr) >= 0.5:
+        words.append(f"{abs(lr):.0f} degrees more toward the patient's {'left' if lr > 0 else 'right'}")
+    depth = float(np.linalg.norm(wanted))
+    text = ("redirect from the current entry: withdraw to where the needle can be turned, then turn it so "
+            "that its tip heads " + (" and ".join(words) if words else "less than 1 degree differently")
+            + f"; the target is then {depth:.0f} mm deep along the new line")
+    return Correction("redirect", text, 0.0, {**turn, "new_depth_mm": depth})
