@@ -115,34 +115,22 @@ def is_plan_folder(path: Path, marker: str = "plan.json") -> bool:
 
 
 @contextlib.contextmanager
-def replace_folder(dest: str | os.PathLike[str], *, marker: str = "plan.json",
-                   what: str = "plan folder") -> Iterator[Path]:
-    """Write a folder as a whole: yields an empty staging folder; on success it becomes ``dest``.
+def folder_lock(dest: str | os.PathLike[str], what: str = "plan folder") -> Iterator[Path]:
+    """Hold the lock of the folder ``dest`` (``.NAME.lock`` beside it) while the block runs; a
+    second holder gets an :class:`InputError` at once. Yields ``dest`` as an absolute path.
 
-    Everything is checked before the caller does any work: ``dest`` must be creatable (its
-    parent writable), and an existing ``dest`` must be a folder this writer may replace (one
-    holding ``marker``, or empty), never a file or someone's other folder. While the block runs
-    a lock is held: a second writer of the same ``dest`` gets an :class:`InputError` at once.
-    On an exception (Ctrl-C included) the staging folder is removed and ``dest`` is untouched.
+    Every writer of a plan folder takes it: the planner replacing it, a check scan adding to it.
     """
     import fcntl
 
     d = Path(dest).absolute()
-    if d.name in ("", ".", ".."):
-        raise InputError(f"{dest}: name a folder to write into (not {d.name or '/'!r})")
-    if d.exists() and not d.is_dir():
-        raise InputError(f"{dest}: exists and is not a folder; refusing to replace it")
-    cwd = Path.cwd().resolve()
-    if d.exists() and (d.resolve() == cwd or d.resolve() in cwd.parents):
-        raise InputError(f"{dest}: is the current folder (or holds it); give a folder of its own to write into")
     parent = d.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{dest}: cannot create its folder {parent} ({exc.strerror or exc})") from None
-    lock_path = parent / f".{d.name}.lock"
     try:
-        lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = os.open(parent / f".{d.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise InputError(f"{dest}: cannot write into {parent} ({exc.strerror or exc})") from None
     try:
@@ -151,10 +139,40 @@ def replace_folder(dest: str | os.PathLike[str], *, marker: str = "plan.json",
         except OSError:
             raise InputError(f"{dest}: another planner is writing this {what} now; "
                              "wait for it to finish, or write elsewhere") from None
+        yield d
+    finally:
+        os.close(lock)  # releases the lock; the lock file stays (removing it would race)
+
+
+@contextlib.contextmanager
+def replace_folder(dest: str | os.PathLike[str], *, marker: str = "plan.json",
+                   what: str = "plan folder", keep_if: str | None = "checks") -> Iterator[Path]:
+    """Write a folder as a whole: yields an empty staging folder; on success it becomes ``dest``.
+
+    Everything is checked before the caller does any work: ``dest`` must be creatable (its
+    parent writable), and an existing ``dest`` must be a folder this writer may replace (one
+    holding ``marker``, or empty), never a file or someone's other folder, nor one holding
+    ``keep_if`` (a plan folder with the check scans of a procedure done on it). While the block
+    runs the folder's lock is held (:func:`folder_lock`). On an exception (Ctrl-C included) the
+    staging folder is removed and ``dest`` is untouched.
+    """
+    d = Path(dest).absolute()
+    if d.name in ("", ".", ".."):
+        raise InputError(f"{dest}: name a folder to write into (not {d.name or '/'!r})")
+    if d.exists() and not d.is_dir():
+        raise InputError(f"{dest}: exists and is not a folder; refusing to replace it")
+    cwd = Path.cwd().resolve()
+    if d.exists() and (d.resolve() == cwd or d.resolve() in cwd.parents):
+        raise InputError(f"{dest}: is the current folder (or holds it); give a folder of its own to write into")
+    with folder_lock(d, what):
+        parent = d.parent
         _recover(d)
         if d.exists() and not is_plan_folder(d, marker):
             raise InputError(f"{dest}: exists and is not a {what} (no {marker}); refusing to replace or "
                              "mix into it; give a new or empty folder")
+        if keep_if and (d / keep_if).exists():
+            raise InputError(f"{dest}: holds the check scans of a procedure ({keep_if}/); refusing to replace "
+                             "it: plan into a new folder")
         try:
             staging = Path(tempfile.mkdtemp(prefix=f".{d.name}.new-", dir=parent))
         except OSError as exc:
@@ -165,8 +183,6 @@ def replace_folder(dest: str | os.PathLike[str], *, marker: str = "plan.json",
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-    finally:
-        os.close(lock)  # releases the lock; the lock file stays (removing it would race)
 
 
 def _recover(d: Path) -> None:

@@ -199,3 +199,18 @@ def test_the_current_folder_is_never_replaced(thorax, tmp_path, capsys, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is the current folder" in err[0]
     assert here.is_dir() and list(here.iterdir()) == []
+
+
+def test_a_plan_folder_with_check_scans_is_not_replaced(thorax, tmp_path, capsys):
+    """The check scans of a procedure belong to the plan they were compared with: planning again
+    into that folder would throw them away (or mix them with another plan); it is refused."""
+    out = tmp_path / "plan"
+    assert _plan(thorax, out) == 0
+    (out / "checks" / "01").mkdir(parents=True)
+    (out / "checks" / "01" / "check.json").write_text("{}")
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert _plan(thorax, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds the check scans of a procedure" in err[0]
+    assert _snapshot(out) == before
