@@ -20,7 +20,8 @@ Method
    brighter than the local tissue, each weighted by its excess over the tissue's HU (the
    median of a shell 4-8 mm from the line): the partial-volume voxels at the edges pull the
    axis to the sub-voxel centre of the metal.
-4. **Ends.** The metal content per millimetre of needle, ``m(t)``, is the mean of (HU - tissue)
+4. **Ends.** (Dips shorter than a voxel's extent along the axis, where a thin slanted needle
+   passes between slice centres, are bridged.) The metal content per millimetre of needle, ``m(t)``, is the mean of (HU - tissue)
    over a disc across the axis (trilinear samples), at every 0.25 mm along the axis. Along the
    needle it holds a plateau; past an end it falls to zero. Partial volume and the in-plane
    blur spread the step symmetrically about the true end, so each end is where ``m`` falls to
@@ -45,7 +46,10 @@ from planner.images import Image
 #: Metal threshold (HU) where voxels are fine in plane.
 METAL_HU = 2000.0
 #: Metal threshold (HU) for coarse in-plane voxels (above :data:`FINE_PIXEL_MM2`): partial volume.
-COARSE_METAL_HU = 750.0
+COARSE_METAL_HU = 1000.0
+#: A needle lies in soft tissue, fat or lung: a line of dense voxels whose surroundings (4-8 mm
+#: around) are denser than this (HU, median) is bone's edge, not a needle.
+MAX_SURROUNDING_HU = 250.0
 #: In-plane voxel area (mm2) up to which :data:`METAL_HU` applies.
 FINE_PIXEL_MM2 = 2.5
 #: A needle's RMS radius across its axis, bloom included, is at most this (mm).
@@ -142,8 +146,10 @@ def survey_metal(image: Image, *, min_length_mm: float = 8.0) -> MetalSurvey:
     depth = _depth_field(image)
     for c, u, t0, t1, peak, rms, extent in rough:
         f = _refine(image, v, depth, c, u, t0, t1, peak, rms, extent, min_length_mm)
-        if f is not None:
+        if isinstance(f, NeedleFinding):
             survey.needles.append(f)
+        else:
+            survey.others.append(MetalObject(c, extent, peak, f))
     survey.needles.sort(key=lambda f: -f.score)
     return survey
 
@@ -215,7 +221,8 @@ def _sample(v: np.ndarray, image: Image, pts: np.ndarray) -> np.ndarray:
     return out.reshape(pts.shape[:-1])
 
 
-def _refine(image, v, depth, c, u, t0, t1, peak, rms, extent, min_length_mm):
+def _refine(image, v, depth, c, u, t0, t1, peak, rms, extent, min_length_mm) -> NeedleFinding | str:
+    """The needle on the rough line ``c + t u``, or why it is not one."""
     sp = image.spacing
     notes: list[str] = []
     # tissue level: a shell 4-8 mm around the line
@@ -228,6 +235,8 @@ def _refine(image, v, depth, c, u, t0, t1, peak, rms, extent, min_length_mm):
     shell = _sample(v, image, c + ts[:, None, None] * u + ring[None, :, :])
     shell = shell[np.isfinite(shell)]
     bg = float(np.median(shell)) if shell.size else 0.0
+    if bg > MAX_SURROUNDING_HU:
+        return f"line-like but surrounded by {bg:.0f} HU (median 4-8 mm around): the edge of a bone"
     # refit the axis on the voxels within a cylinder, weighted by their excess over the tissue
     rad = max(2.5, 1.2 * float(sp[:2].max()))
     nk, nj, ni = v.shape
@@ -275,14 +284,28 @@ def _refine(image, v, depth, c, u, t0, t1, peak, rms, extent, min_length_mm):
         core = (tt >= t0) & (tt <= t1)
     plateau = float(np.median(m[core]))
     if plateau <= 0:
-        return None
+        return "no metal above the surrounding tissue along its line"
     half = 0.5 * plateau
     mid = int(np.argmin(np.abs(tt - 0.5 * (t0 + t1))))
 
+    # a thin needle crossing slices at a slant dips between slices: a dip shorter than a voxel's
+    # extent along the axis (and 3 mm) is bridged, so the walk stops only at the real end
+    gap = int(np.ceil(max(3.0, 1.5 * float(np.abs(image.direction.T @ u) @ sp)) / step))
+
     def end(direction: int) -> tuple[float, bool]:
         i = mid
-        while 0 <= i + direction < len(tt) and m[i + direction] >= half and not outside[i + direction]:
-            i += direction
+        while True:
+            nxt = None
+            for d in range(1, gap + 1):
+                j = i + direction * d
+                if not (0 <= j < len(tt)) or outside[j]:
+                    break
+                if m[j] >= half:
+                    nxt = j
+                    break
+            if nxt is None:
+                break
+            i = nxt
         j = i + direction
         if not (0 <= j < len(tt)) or outside[j]:
             return float(tt[i]), True
@@ -303,7 +326,7 @@ def _refine(image, v, depth, c, u, t0, t1, peak, rms, extent, min_length_mm):
             b_edge = b_edge or at_edge
     length = float(tb - ta)
     if length < min_length_mm:
-        return None
+        return f"compact: {length:.1f} mm long end to end, shorter than {min_length_mm:g} mm"
 
     def dep(p: np.ndarray, at_edge: bool) -> float:
         if at_edge:

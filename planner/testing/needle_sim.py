@@ -345,3 +345,50 @@ def random_needle(ct: Image, body: np.ndarray, rng, depth_mm=(30.0, 120.0), max_
         hub = entry - rng.uniform(*outside_mm) * d
         return hub, entry, tip
     raise RuntimeError("no plausible needle path found")
+
+
+@dataclass
+class CaseResult:
+    gauge: int
+    tip_error_mm: float  # inf when no needle was found
+    axis_error_deg: float
+    tilt_deg: float  # the needle's angle to the axial plane
+    found: int  # needles reported
+
+
+def campaign(ct: Image, n: int, seed: int, gauges=tuple(GAUGE_OD_MM), body: np.ndarray | None = None,
+             **check_kw) -> list[CaseResult]:
+    """``n`` random simulated check scans of ``ct`` (random needle, gauge, motion, slab), each
+    searched with :func:`planner.checks.needle.find_needles`; the needle nearest the true tip is
+    scored against the truth."""
+    from planner.anatomy.autoseg import body_mask
+    from planner.checks.needle import find_needles
+
+    body = body_mask(ct) if body is None else body
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        g = int(gauges[rng.integers(len(gauges))])
+        hub, _entry, tip = random_needle(ct, body, rng)
+        check, truth = simulate_check(ct, hub, tip, rng, outer_diameter_mm=GAUGE_OD_MM[g], **check_kw)
+        found = find_needles(check)
+        tilt = float(np.degrees(np.arcsin(min(1.0, abs(truth.direction_check[2])))))
+        if not found:
+            out.append(CaseResult(g, np.inf, np.inf, tilt, 0))
+            continue
+        f = min(found, key=lambda f: np.linalg.norm(f.tip_lps - truth.tip_check))
+        err = float(np.linalg.norm(f.tip_lps - truth.tip_check))
+        ang = float(np.degrees(np.arccos(np.clip(f.direction_lps @ truth.direction_check, -1.0, 1.0))))
+        out.append(CaseResult(g, err, ang, tilt, len(found)))
+    return out
+
+
+def summary(name: str, results: list[CaseResult]) -> str:
+    """One line: median, 95th percentile and maximum of the tip and axis errors."""
+    tip = np.array([r.tip_error_mm for r in results])
+    ax = np.array([r.axis_error_deg for r in results])
+
+    def q(a):
+        return f"median {np.median(a):.2f}, p95 {np.percentile(a, 95):.2f}, max {a.max():.2f}"
+
+    return f"{name}: {len(results)} checks; tip error mm: {q(tip)}; axis error deg: {q(ax)}"
