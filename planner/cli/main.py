@@ -293,6 +293,22 @@ def _format_plan(result: Any, target: Any, preset: Any) -> str:
     return "\n".join(lines)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..checks.run import NoNeedleFound, run_check
+
+    progress = _Progress()
+    try:
+        result = run_check(args.dir, args.ct, force=args.force, series_uid=args.series, progress=progress)
+    except NoNeedleFound as exc:
+        print(f"planner: no needle: {exc}", file=sys.stderr)
+        return EXIT_NO_SAFE_PATH
+    finally:
+        progress.close()
+    for line in result.lines():
+        print(line)
+    return EXIT_OK
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from ..anatomy.autoseg import segment_ct
     from ..anatomy.fissure_points import read_fissure_points
@@ -443,6 +459,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sub_volume_options(q)
     q.add_argument("--no-window", action="store_true", help="only check; do not open the viewer")
     q.set_defaults(func=cmd_review)
+
+    q = sub.add_parser("check", help="a check scan with the needle in: registration, needle, deviation from the "
+                                     "plan and the correction, into DIR/checks/NN")
+    q.add_argument("dir", help="plan folder written by planner plan")
+    q.add_argument("--ct", required=True, help="the check scan: DICOM folder or file, NIfTI or NRRD")
+    q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    q.add_argument("--force", action="store_true",
+                   help="go on when the check scan names no patient (blank identifiers)")
+    q.set_defaults(func=cmd_check)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
     q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT)")

@@ -1,0 +1,95 @@
+"""`planner check`: a simulated check scan of the demo thorax with the needle in, against the plan.
+
+The check scan is made by the needle simulator (planner.testing.needle_sim): the patient moved by
+a known rigid transform, the scan cut to a slab around the needle, a steel needle with partial
+volume, streaks and noise. The truth is known, so every figure of check.json is compared with
+what the truth gives through the same definitions (planner.checks.compare is tested on its own).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import planner
+from planner.checks.compare import deviation
+from planner.cli.main import main
+from planner.demo import demo_cases
+from planner.testing.dicom_write import write_image_as_dicom
+from planner.testing.needle_sim import simulate_check
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    case = next(c for c in demo_cases() if c.id == "thorax")
+    plan = planner.plan(case.ct, procedure="lung-biopsy", target_label="lung_nodule", n=1,
+                        structures=case.folder / case.info["structures"])
+    out = tmp_path_factory.mktemp("check") / "plan"
+    plan.write(out)
+    return out, plan, plan.session.image
+
+
+def _check_scan(folder: Path, ct, entry, target, deviate_deg: float, depth_share: float, seed: int, meta=None):
+    rng = np.random.default_rng(seed)
+    w = (target - entry) / np.linalg.norm(target - entry)
+    axis = np.cross(w, [0.0, 0.0, 1.0])
+    axis /= np.linalg.norm(axis)
+    a = np.radians(deviate_deg)
+    u = w * np.cos(a) + np.cross(axis, w) * np.sin(a)  # w turned toward the head, in its vertical plane
+    depth = np.linalg.norm(target - entry)
+    tip = entry + depth_share * depth * u
+    hub = entry - 40.0 * u
+    check, truth = simulate_check(ct, hub, tip, rng, move_mm=3.0, move_deg=2.0, slab_mm=30.0)
+    m = ct.meta
+    meta = meta or check.meta.replace(patient_name=m.patient_name, patient_id=m.patient_id,
+                                      study_instance_uid=m.study_instance_uid)
+    write_image_as_dicom(check, folder, meta=meta, uid_seed=f"check-{seed}")
+    return truth
+
+
+def test_a_deviated_needle_is_measured_and_corrected(planned, tmp_path, capsys):
+    out, plan, ct = planned
+    t = plan.trajectories[0]
+    entry, target = np.asarray(t.entry), np.asarray(t.target)
+    truth = _check_scan(tmp_path / "scan", ct, entry, target, deviate_deg=6.0, depth_share=0.6, seed=3)
+    assert main(["check", str(out), "--ct", str(tmp_path / "scan")]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((out / "checks" / "01" / "check.json").read_text())
+    u_true = (truth.tip_planning - truth.hub_planning) / np.linalg.norm(truth.tip_planning - truth.hub_planning)
+    want = deviation(entry, target, truth.tip_planning, u_true, plan.target.diameter_mm)
+    got = doc["deviation"]
+    assert np.linalg.norm(np.subtract(doc["needle"]["tip_lps"], truth.tip_planning)) <= 2.0
+    assert got["angle_deg"] == pytest.approx(want.angle_deg, abs=1.5)
+    assert got["lateral_offset_mm"] == pytest.approx(want.lateral_offset_mm, abs=2.0)
+    assert got["predicted_miss_mm"] == pytest.approx(want.predicted_miss_mm, abs=3.0)
+    assert got["target_hit"] is False and doc["correction"]["action"] == "redirect"
+    # the needle went 6 degrees cranial of the plan: its tip must head 6 degrees more caudal
+    assert "6 degrees more caudal" in doc["correction"]["text"] and "correction: redirect" in printed
+    log = json.loads((out / "checks" / "log.json").read_text())
+    assert [c["number"] for c in log["checks"]] == [1]
+    # the plan itself is never changed
+    assert planner.read_plan(out).to_json() == plan.to_json()
+
+
+def test_another_patients_scan_is_refused(planned, tmp_path, capsys):
+    out, plan, ct = planned
+    t = plan.trajectories[0]
+    other = ct.meta.replace(patient_name="Other^Person", patient_id="OTHER-1")
+    _check_scan(tmp_path / "scan", ct, np.asarray(t.entry), np.asarray(t.target), 0.0, 0.5, seed=4, meta=other)
+    assert main(["check", str(out), "--ct", str(tmp_path / "scan")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not the plan's patient" in err[0]
+
+
+def test_a_scan_without_a_needle_exits_3(planned, tmp_path, capsys):
+    out, plan, ct = planned
+    k = int(round(ct.lps_to_ijk(plan.trajectories[0].target)[2]))
+    slab = ct.with_voxels(np.asarray(ct.voxels)[...])  # the planning CT itself: no metal
+    write_image_as_dicom(slab, tmp_path / "scan", meta=ct.meta, uid_seed="no-needle")
+    assert k >= 0
+    assert main(["check", str(out), "--ct", str(tmp_path / "scan")]) == 3
+    err = capsys.readouterr().err
+    assert "no needle found" in err
