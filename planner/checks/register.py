@@ -64,7 +64,7 @@ MAX_CORRELATION = -0.5
 RESTART_SHIFT_MM = 3.0
 RESTART_ROTATION_DEG = 2.0
 #: Most metric samples per iteration (random, seeded: the result is reproducible).
-MAX_SAMPLES = 20000
+MAX_SAMPLES = 12000
 _ALL_ON_GRID = True
 #: Margin (mm) of planning CT kept around the region of interest (the capture range).
 MOVING_MARGIN_MM = 30.0
@@ -216,6 +216,7 @@ class _Levels:
 
     def __init__(self, fixed_img: Image, fixed_mask: np.ndarray, moving_img: Image):
         import SimpleITK as sitk
+        from scipy import ndimage
 
         fixed = to_sitk(fixed_img)
         mask = to_sitk(fixed_img, fixed_mask, np.uint8)
@@ -236,7 +237,12 @@ class _Levels:
                 # the coarser level: the check scan averaged (not along k in a thin slab), both
                 # images smoothed to the level's resolution
                 sigma = 0.5 * target_mm
-                fx = sitk.SmoothingRecursiveGaussian(fixed, sigma) if (f_in, f_k) == (1, 1) else sitk.BinShrink(fixed, [f_in, f_in, f_k])
+                if (f_in, f_k) == (1, 1):
+                    # smoothed in-plane, and along k only where the slab is thick enough
+                    sig = [sigma / sp[2] if nk >= 8 else 0.0, sigma / sp[1], sigma / sp[0]]
+                    fx = to_sitk(fixed_img, ndimage.gaussian_filter(np.asarray(fixed_img.voxels, np.float32), sig, mode="nearest"))
+                else:
+                    fx = sitk.BinShrink(fixed, [f_in, f_in, f_k])
                 mk = mask
                 if (f_in, f_k) != (1, 1):
                     mk = sitk.Cast(sitk.BinShrink(sitk.Cast(mask, sitk.sitkFloat32), [f_in, f_in, f_k]) > 0.5, sitk.sitkUInt8)
