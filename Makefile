@@ -21,6 +21,7 @@ benchmarks: $(TEST_STAMP)
 	$(BIN)/python benchmarks/render.py
 	$(BIN)/python benchmarks/register.py
 	$(BIN)/python benchmarks/needle.py
+	$(BIN)/python benchmarks/check.py
 
 # A longer fuzzing campaign of every file reader (5 minutes; e.g. FUZZ_ARGS="nrrd markups -n 5000").
 fuzz: $(TEST_STAMP)

@@ -82,3 +82,9 @@ def test_craniocaudal_redirect_is_named_by_direction():
 def test_a_needle_across_the_plan_never_counts_as_a_hit():
     dev = deviation([0, 0, 0], [0, 100, 0], [0, 50, 0], [1, 0, 0], 40.0)
     assert dev.angle_deg == pytest.approx(90.0) and not dev.target_hit
+
+
+def test_one_degree_is_singular():
+    u = np.array([0.0, np.cos(np.radians(1)), np.sin(np.radians(1))])
+    dev = deviation([0, 0, 0], [0, 100, 0], 50 * u, u, 4.0)
+    assert "1 degree more caudal" in correction(dev, [0, 0, 0], 50 * u, u, [0, 100, 0]).text

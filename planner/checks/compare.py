@@ -131,11 +131,14 @@ def correction(dev: Deviation, entry_actual: Any, tip: Any, direction: Any, targ
     wanted = np.asarray(target, float) - np.asarray(entry_actual, float)
     turn = direction_change(u, wanted)
     cc, lr = turn["craniocaudal_change_deg"], turn["toward_left_change_deg"]
+    def degrees(x: float) -> str:
+        return f"{abs(x):.0f} degree{'' if round(abs(x)) == 1 else 's'}"
+
     words = []
     if abs(cc) >= 0.5:
-        words.append(f"{abs(cc):.0f} degrees more {'cranial' if cc > 0 else 'caudal'}")
+        words.append(f"{degrees(cc)} more {'cranial' if cc > 0 else 'caudal'}")
     if abs(lr) >= 0.5:
-        words.append(f"{abs(lr):.0f} degrees more toward the patient's {'left' if lr > 0 else 'right'}")
+        words.append(f"{degrees(lr)} more toward the patient's {'left' if lr > 0 else 'right'}")
     depth = float(np.linalg.norm(wanted))
     text = ("redirect from the current entry: withdraw to where the needle can be turned, then turn it so "
             "that its tip heads " + (" and ".join(words) if words else "less than 1 degree differently")
