@@ -32,7 +32,7 @@ from .planning import prepare
 from .planning.explain import describe
 from .planning.model import (STRUCTURES_FILE, ImageRef, Plan, PresetRef, TargetPlan, TargetRecord,
                              TrajectoryRecord)
-from .planning.output import file_sha256, plan_extras, write_risk_map
+from .planning.output import file_sha256, plan_extras, plan_identity, write_risk_map
 from .planning.room import DEFINITION as ROOM_DEFINITION
 from .planning.room import room_terms
 
@@ -237,29 +237,16 @@ class PlanningSession:
         if progress is not None:
             progress(len(resolved), len(resolved), "planning")
         extra = plan_extras(self.image, self.preset, results[0], self.structures_source, self.structures.notes)
-        extra.update(self._identity())
+        extra.update(plan_identity(self.image, self.preset.title))
         extra["room_definition"] = ROOM_DEFINITION
         m = self.image.meta
         plan = Plan(
             image=ImageRef(m.series_instance_uid, self.image.sha256, m.source, m.study_instance_uid,
                            m.frame_of_reference_uid, m.modality, list(m.corrections), self.echo, self.phase),
             procedure=self.preset.id, targets=blocks, preset=PresetRef(**self.preset.binding(self.side)),
-            warnings=warnings, extra=extra, session=self, results=results,
+            warnings=warnings, extra=extra, session=self, results=results, resolved=resolved,
         )
-        plan.resolved_targets = resolved  # type: ignore[attr-defined]
         return plan
-
-    def _identity(self) -> dict[str, Any]:
-        """The patient and study the plan is for, as the scan names them, and the procedure's title."""
-        m = self.image.meta
-        return {
-            "patient": {"name": m.patient_name.replace("^", " ").strip(), "id": m.patient_id,
-                        "birth_date": m.patient_birth_date, "sex": m.patient_sex},
-            "study": {"date": m.study_date, "description": m.study_description,
-                      "accession_number": m.accession_number, "series_description": m.series_description,
-                      "acquisition_date": m.acquisition_date},
-            "procedure_title": self.preset.title,
-        }
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, plan: Plan, folder: str | os.PathLike[str], *, dicom: bool = False, anonymize: bool = False,
@@ -306,7 +293,7 @@ class PlanningSession:
             if result.trajectories and result.trajectories[0].probe is not None:
                 name = "probe_plane.png" if n == 0 else f"probe_plane_{n + 1}.png"
                 write_probe_view(self.image, result.trajectories[0], staging / "images" / name)
-        first = getattr(plan, "resolved_targets", [None])[0]
+        first = plan.resolved[0] if plan.resolved else None
         return write_report_set(staging, self.image, self.structures, doc=doc, dicom_reference=dicom_reference,
                                 uid_map=uid_map, target=first, body=self.body, progress=progress)
 

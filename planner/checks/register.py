@@ -45,6 +45,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..images import Image
+from ..planning.verify import segment_distance
 
 #: Radius (mm) of the region around the planned segment that drives the registration.
 ROI_RADIUS_MM = 35.0
@@ -140,16 +141,6 @@ def _point(value, what: str) -> np.ndarray:
     if not np.all(np.isfinite(p)):
         raise InputError(f"{what} must be finite, got {p.tolist()}")
     return p
-
-
-def _segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance (mm) of points (..., 3) to the segment a-b."""
-    ab = b - a
-    L2 = float(ab @ ab)
-    if L2 == 0.0:
-        return np.linalg.norm(points - a, axis=-1)
-    t = np.clip(((points - a) @ ab) / L2, 0.0, 1.0)
-    return np.linalg.norm(points - (a + t[..., None] * ab), axis=-1)
 
 
 def _crop(image: Image, lo_ijk: np.ndarray, hi_ijk: np.ndarray) -> Image | None:
@@ -376,7 +367,7 @@ def register_check(
     if box is None:
         raise InputError(f"{where} does not cover the planned path (no voxel within {reach:.0f} mm of entry-target)")
     lps = _grid_lps(box)
-    dist = _segment_distance(lps, entry, target)
+    dist = segment_distance(lps, entry, target)
     hu = np.asarray(box.voxels, np.float32)
     sp = np.array(box.spacing, float)
     metal = hu > METAL_HU

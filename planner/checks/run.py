@@ -88,7 +88,7 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     from ..anatomy.slicer_seg import load_slicer_seg
     from ..planning.model import read_plan_file
     from ..planning.output import STRUCTURES_FILE, file_sha256
-    from ..planning.verify import check_preset, structure_distance
+    from ..planning.verify import check_preset, rule_structures, structure_distance
     from .compare import correction, deviation
     from .needle import find_needles
     from .register import register_check
@@ -141,12 +141,8 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     cor = correction(dev, actual_entry, tip, u, target)
     clearances: dict[str, dict[str, Any]] = {}
     radius = preset.needle_radius_mm
-    named = {r.name for r in preset.avoid if r.name}
-    for rule in preset.avoid:
-        names = [rule.name] if rule.name else [s.name for s in structures.by_class(rule.cls) if s.name not in named]
+    for rule, names in rule_structures(structures, preset):
         for name in names:
-            if name not in structures:
-                continue
             need = rule.margin_mm + radius
             now = structure_distance(structures, name, actual_entry, tip, 30.0)
             ext = structure_distance(structures, name, tip, dev.predicted_tip_lps, 30.0) \

@@ -196,6 +196,7 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)
     session: Any = field(default=None, repr=False, compare=False)
     results: list[Any] = field(default_factory=list, repr=False, compare=False)  # the planner's, per target
+    resolved: list[Any] = field(default_factory=list, repr=False, compare=False)  # the Target objects planned
     folder: Path | None = field(default=None, compare=False)  # the folder it was read from
 
     # -- what a reader asks most ------------------------------------------------------------

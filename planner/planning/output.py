@@ -74,6 +74,21 @@ def plan_schema_problem(doc: Any) -> str | None:
     return f"{brief(where, 80)}: {brief(error.message, 160)}"
 
 
+def plan_identity(ct: Image, procedure_title: str | None) -> dict[str, Any]:
+    """The patient and study a plan is for, as the scan names them, and the procedure's title."""
+    m = ct.meta
+    out: dict[str, Any] = {
+        "patient": {"name": m.patient_name.replace("^", " ").strip(), "id": m.patient_id,
+                    "birth_date": m.patient_birth_date, "sex": m.patient_sex},
+        "study": {"date": m.study_date, "description": m.study_description,
+                  "accession_number": m.accession_number, "series_description": m.series_description,
+                  "acquisition_date": m.acquisition_date},
+    }
+    if procedure_title is not None:
+        out["procedure_title"] = procedure_title
+    return out
+
+
 def plan_extras(ct: Image, preset: Preset, result: PlanResult, structures_source: str,
                 notes: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """What ``plan.json`` carries beside its typed core: the hard constraints as the planner

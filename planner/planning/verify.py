@@ -76,7 +76,7 @@ def check_preset(doc: dict[str, Any], where: str = "plan.json") -> Preset:
     return preset
 
 
-def _rule_structures(sset: StructureSet, preset: Preset) -> list[tuple[Any, list[str]]]:
+def rule_structures(sset: StructureSet, preset: Preset) -> list[tuple[Any, list[str]]]:
     """Each avoid rule with the names of the structures it applies to (a structure with a rule
     of its own by name follows that rule, not its class's), as the planner reads them."""
     named = {r.name for r in preset.avoid if r.name}
@@ -91,10 +91,10 @@ def _rule_structures(sset: StructureSet, preset: Preset) -> list[tuple[Any, list
 
 
 def segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact distance (mm) from each point (n, 3) to the segment a-b (closed form)."""
+    """Exact distance (mm) from each point (..., 3) to the segment a-b (closed form)."""
     ab = b - a
     t = np.clip(((points - a) @ ab) / max(float(ab @ ab), 1e-12), 0.0, 1.0)
-    return np.linalg.norm(points - (a + t[:, None] * ab), axis=1)
+    return np.linalg.norm(points - (a + t[..., None] * ab), axis=-1)
 
 
 def structure_distance(sset: StructureSet, name: str, a: np.ndarray, b: np.ndarray, within_mm: float
@@ -193,7 +193,7 @@ def verify_trajectory(traj: dict[str, Any], target: dict[str, Any], preset: Pres
 
     # Clearance from every avoided structure, exactly; the thickest needle's radius added.
     radius = preset.needle_radius_mm
-    for rule, names in _rule_structures(sset, preset):
+    for rule, names in rule_structures(sset, preset):
         need = rule.margin_mm + radius
         for name in names:
             dist = structure_distance(sset, name, entry, tip, max(need, 30.0))

@@ -63,16 +63,10 @@ class ReportSet:
 def identify(doc: dict[str, Any], ct: Image) -> dict[str, Any]:
     """Add the patient and study identifiers of the CT and the procedure's title to ``doc`` (in place)."""
     from ..planning import list_presets
+    from ..planning.output import plan_identity
 
-    m = ct.meta
-    doc["patient"] = {"name": m.patient_name.replace("^", " ").strip(), "id": m.patient_id,
-                      "birth_date": m.patient_birth_date, "sex": m.patient_sex}
-    doc["study"] = {"date": m.study_date, "description": m.study_description,
-                    "accession_number": m.accession_number, "series_description": m.series_description,
-                    "acquisition_date": m.acquisition_date}
     preset = list_presets().get(str(doc.get("procedure")))
-    if preset is not None:
-        doc["procedure_title"] = preset.title
+    doc.update(plan_identity(ct, preset.title if preset is not None else None))
     return doc
 
 
