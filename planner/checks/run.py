@@ -83,8 +83,11 @@ def _to(matrix: np.ndarray, p: Any) -> np.ndarray:
 
 
 def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[str], *, force: bool = False,
-              series_uid: str | None = None, progress: Any = None) -> CheckResult:
-    """Compare the needle of a check scan with the plan in ``plan_dir`` and write the check."""
+              series_uid: str | None = None, progress: Any = None, dicom: bool = False,
+              anonymize: bool = False) -> CheckResult:
+    """Compare the needle of a check scan with the plan in ``plan_dir`` and write the check:
+    ``check.json``, its images and its report page (PDF, HTML), and with ``dicom`` the images and
+    the page as DICOM (``anonymize``: without the patient's identifiers)."""
     from ..anatomy.slicer_seg import load_slicer_seg
     from ..planning.model import read_plan_file
     from ..planning.output import STRUCTURES_FILE, file_sha256
@@ -177,7 +180,12 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     problem = check_schema_problem(document)
     if problem:  # pragma: no cover - a bug: the document is built above
         raise AssertionError(f"check.json would break its schema: {problem}")
-    folder = _write_check(d, document)
+    from .outputs import CheckContext, write_check_outputs
+
+    context = CheckContext(plan=plan, plan_dir=d, planning=planning, check=check, structures=structures,
+                           check_to_planning=m, preset=preset)
+    folder = _write_check(d, document, lambda staging: write_check_outputs(staging, document, context,
+                                                                           dicom=dicom, anonymize=anonymize))
     if any(not c["ok"] for c in clearances.values()):
         notes.append("WARNING: the actual path, or its extension to the target's depth, is closer to a structure "
                      "at risk than the preset allows (see clearance)")
@@ -200,9 +208,10 @@ def _registration_summary(quality: dict[str, Any]) -> str:
     return ", ".join(parts[:4]) or "done"
 
 
-def _write_check(plan_dir: Path, document: dict[str, Any]) -> Path:
-    """``checks/NN/check.json`` (NN the next number) and the procedure log, under the plan
-    folder's lock; the plan's own files are not touched."""
+def _write_check(plan_dir: Path, document: dict[str, Any], extra: Any = None) -> Path:
+    """``checks/NN/check.json`` (NN the next number), what ``extra(staging_folder)`` writes beside
+    it, and the procedure log, under the plan folder's lock; the folder appears whole (renamed
+    from its staging name) or not at all; the plan's own files are not touched."""
     with folder_lock(plan_dir):
         checks = plan_dir / "checks"
         checks.mkdir(exist_ok=True)
@@ -216,6 +225,8 @@ def _write_check(plan_dir: Path, document: dict[str, Any]) -> Path:
             shutil.rmtree(staging)
         staging.mkdir()
         write_json_atomic(document, staging / "check.json")
+        if extra is not None:
+            extra(staging)
         os.rename(staging, folder)
         log_path = checks / "log.json"
         log = json.loads(log_path.read_text("utf-8")) if log_path.is_file() else {"schema": "planner.checklog/1",

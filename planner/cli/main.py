@@ -298,7 +298,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     progress = _Progress()
     try:
-        result = run_check(args.dir, args.ct, force=args.force, series_uid=args.series, progress=progress)
+        result = run_check(args.dir, args.ct, force=args.force, series_uid=args.series, progress=progress,
+                           dicom=args.dicom, anonymize=args.anonymize)
     except NoNeedleFound as exc:
         print(f"planner: no needle: {exc}", file=sys.stderr)
         return EXIT_NO_SAFE_PATH
@@ -467,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
     q.add_argument("--force", action="store_true",
                    help="go on when the check scan names no patient (blank identifiers)")
+    q.add_argument("--dicom", action="store_true",
+                   help="also write the check's images and page as DICOM (Secondary Capture, Encapsulated PDF)")
+    q.add_argument("--anonymize", action="store_true", help="leave the patient's identifiers out of what is written")
     q.set_defaults(func=cmd_check)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
