@@ -126,17 +126,20 @@ class PlanningSession:
         Where the structures came from ("automatic segmentation", or the file imported).
     imported : bool
         The structures were imported: each plan checks they lie in this scan's body.
+    body : array, optional
+        The body mask the skin comes from, when already known (else computed once when needed).
     """
 
     def __init__(self, image: Image, structures: StructureSet, *, procedure: str, approach: str | None = None,
-                 side: str | None = None, structures_source: str = "supplied structures", imported: bool = False):
+                 side: str | None = None, structures_source: str = "supplied structures", imported: bool = False,
+                 body: np.ndarray | None = None):
         self.image = image
         self.structures = structures
         self.preset = load_preset(procedure, approach)
         self.side = side
         self.structures_source = structures_source
         self.imported = imported
-        self._body: np.ndarray | None = None
+        self._body: np.ndarray | None = body
         self._contexts: list[tuple[np.ndarray, Any]] = []
         self._fit_warnings: list[str] | None = None
         self.echo: int | None = None  # the echo / phase the image was loaded with, when asked for
@@ -209,8 +212,11 @@ class PlanningSession:
         del self._contexts[:-4]  # a few regions at most: each holds distance fields
         return ctx
 
-    def plan(self, targets: Sequence[TargetSpec | Target], n_best: int = 5, progress: Progress | None = None) -> Plan:
-        """Plan every target; returns the :class:`~planner.planning.model.Plan` (not yet written)."""
+    def plan(self, targets: Sequence[TargetSpec | Target], n_best: int = 5, progress: Progress | None = None,
+             entry_near: tuple[Any, float] | None = None) -> Plan:
+        """Plan every target; returns the :class:`~planner.planning.model.Plan` (not yet written).
+        ``entry_near`` (a point LPS, a radius mm): only skin entries that close to the point (a new
+        trajectory from a needle's current skin puncture)."""
         if not targets:
             raise InputError("give a target: a point, a structure label, a seed point or a joint")
         resolved = [self.target(t) for t in targets]
@@ -223,7 +229,7 @@ class PlanningSession:
                 progress(n, len(resolved), "planning")
             point = np.asarray(target.point, float)
             result = plan_target(self.image, self.structures, target, self.preset, self.body, n_best=n_best,
-                                 context=self._context(point), side=self.side)
+                                 context=self._context(point), side=self.side, entry_near=entry_near)
             for t in result.trajectories:
                 describe(t, self.structures, self.preset, target.label, target.diameter_mm)
             trajectories = []

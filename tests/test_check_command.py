@@ -66,12 +66,49 @@ def test_a_deviated_needle_is_measured_and_corrected(planned, tmp_path, capsys):
     assert got["lateral_offset_mm"] == pytest.approx(want.lateral_offset_mm, abs=2.0)
     assert got["predicted_miss_mm"] == pytest.approx(want.predicted_miss_mm, abs=3.0)
     assert got["target_hit"] is False and doc["correction"]["action"] == "redirect"
-    # the needle went 6 degrees cranial of the plan: its tip must head 6 degrees more caudal
-    assert "6 degrees more caudal" in doc["correction"]["text"] and "correction: redirect" in printed
+    # the needle went 6 degrees cranial of the plan: withdrawn to the pivot (a depth on the true
+    # needle from its skin puncture), the line to the target heads caudal by the angle computed
+    # here from the truth
+    cor = doc["correction"]
+    puncture = np.asarray(doc["needle"]["entry_lps"])
+    assert np.linalg.norm(np.cross(puncture - truth.tip_planning, u_true)) <= 2.0  # on the true needle's line
+    pivot = puncture + cor["withdraw_to_mm"] * u_true
+    w = (target - pivot) / np.linalg.norm(target - pivot)
+    cc_change = np.degrees(np.arcsin(w[2]) - np.arcsin(u_true[2]))
+    assert cor["redirect"]["craniocaudal_change_deg"] == pytest.approx(cc_change, abs=1.5) and cc_change < -4
+    assert f"{abs(cor['redirect']['craniocaudal_change_deg']):.0f} degrees more caudal" in cor["text"]
+    assert "short of the pleura" in cor["text"] and "correction: withdraw the tip to" in printed
     log = json.loads((out / "checks" / "log.json").read_text())
     assert [c["number"] for c in log["checks"]] == [1]
     # the plan itself is never changed
     assert planner.read_plan(out).to_json() == plan.to_json()
+
+
+def test_a_needle_far_off_gets_a_new_trajectory_from_its_puncture_checked_like_any_plan(planned, tmp_path):
+    # 18 degrees off: more than a redirect in the tissue can turn; the planner plans again from
+    # skin entries within 5 mm of the needle's puncture, and the independent checker verifies it
+    out, plan, ct = planned
+    t = plan.trajectories[0]
+    entry, target = np.asarray(t.entry), np.asarray(t.target)
+    _check_scan(tmp_path / "scan", ct, entry, target, deviate_deg=-18.0, depth_share=0.5, seed=5)
+    assert main(["check", str(out), "--ct", str(tmp_path / "scan")]) == 0
+    doc = json.loads(sorted((out / "checks").glob("*/check.json"))[-1].read_text())
+    cor = doc["correction"]
+    assert any("a turn of" in c for c in cor["considered"])
+    if cor["action"] == "new_trajectory":
+        nt = cor["new_trajectory"]
+        assert np.linalg.norm(np.subtract(nt["entry"], doc["needle"]["entry_lps"])) <= 5.0 + 1e-6
+        assert np.allclose(nt["target"], target, atol=0.01)
+        structures = planner.load_structures(out / "structures.seg.nrrd", ct)
+        from checker import check_trajectory
+
+        from planner.planning.presets import load_preset
+
+        preset = load_preset(plan.procedure)
+        assert check_trajectory(ct, structures, preset, nt["entry"], nt["target"]) == []
+        assert f"{nt['length_mm']:.0f} mm deep to the target" in cor["text"]
+    else:  # no safe path from the puncture: said, with the share each constraint ruled out
+        assert cor["action"] == "no_safe_correction" and "ruled out" in cor["considered"][-1]
 
 
 def test_another_patients_scan_is_refused(planned, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Planned against actual: how far the needle in a check scan is from the plan, and what to do.
+"""Planned against actual: how far the needle in a check scan is from the plan (what to do about
+it: :mod:`planner.checks.correct`).
 
 Everything is in the planning CT's coordinates (LPS, mm): the needle found in the check scan is
 first mapped through the registration (check -> planning). Definitions (the figures of
@@ -21,7 +22,7 @@ first mapped through the registration (check -> planning). Definitions (the figu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -96,51 +97,3 @@ def direction_change(current: Any, wanted: Any) -> dict[str, float]:
         return float(np.degrees(np.arctan2(v[0], abs(v[1]) if abs(v[1]) > 1e-9 else 1e-9)))
 
     return {"craniocaudal_change_deg": cc_n - cc_c, "toward_left_change_deg": azimuth(n) - azimuth(c)}
-
-
-@dataclass
-class Correction:
-    """What to do next, in words and numbers (room terms: mm along the needle, degrees)."""
-
-    action: str  # "none" | "advance" | "withdraw" | "redirect"
-    text: str
-    advance_mm: float = 0.0
-    redirect: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"action": self.action, "text": self.text}
-        if self.action in ("advance", "withdraw"):
-            out["distance_mm"] = round(abs(self.advance_mm), 1)
-        if self.redirect:
-            out["redirect"] = {k: round(v, 1) for k, v in self.redirect.items()}
-        return out
-
-
-def correction(dev: Deviation, entry_actual: Any, tip: Any, direction: Any, target: Any) -> Correction:
-    """The correction to make: nothing, advance or withdraw along the current axis when that
-    reaches the target, else redirect from the current entry (the angles to change by)."""
-    u = np.asarray(direction, float) / np.linalg.norm(direction)
-    p = np.asarray(tip, float)
-    if dev.target_hit:
-        along_axis = float((dev.predicted_tip_lps - p) @ u)
-        if abs(dev.remaining_mm) <= ON_DEPTH_MM:
-            return Correction("none", "on target: the tip is at the target's depth and within the target")
-        if along_axis > 0:
-            return Correction("advance", f"advance {along_axis:.0f} mm along the current axis", along_axis)
-        return Correction("withdraw", f"withdraw {-along_axis:.0f} mm along the current axis", along_axis)
-    wanted = np.asarray(target, float) - np.asarray(entry_actual, float)
-    turn = direction_change(u, wanted)
-    cc, lr = turn["craniocaudal_change_deg"], turn["toward_left_change_deg"]
-    def degrees(x: float) -> str:
-        return f"{abs(x):.0f} degree{'' if round(abs(x)) == 1 else 's'}"
-
-    words = []
-    if abs(cc) >= 0.5:
-        words.append(f"{degrees(cc)} more {'cranial' if cc > 0 else 'caudal'}")
-    if abs(lr) >= 0.5:
-        words.append(f"{degrees(lr)} more toward the patient's {'left' if lr > 0 else 'right'}")
-    depth = float(np.linalg.norm(wanted))
-    text = ("redirect from the current entry: withdraw to where the needle can be turned, then turn it so "
-            "that its tip heads " + (" and ".join(words) if words else "less than 1 degree differently")
-            + f"; the target is then {depth:.0f} mm deep along the new line")
-    return Correction("redirect", text, 0.0, {**turn, "new_depth_mm": depth})

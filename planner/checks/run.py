@@ -91,8 +91,13 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     from ..anatomy.slicer_seg import load_slicer_seg
     from ..planning.model import read_plan_file
     from ..planning.output import STRUCTURES_FILE, file_sha256
-    from ..planning.verify import check_preset, rule_structures, structure_distance
-    from .compare import correction, deviation
+    from ..planning.verify import check_preset
+    from ..anatomy.autoseg.mr import body_of
+    from ..anatomy.target import Target
+    from ..session import PlanningSession
+    from .compare import deviation
+    from .correct import choose_correction, skin_puncture
+    from .correct import clearances as clearances_of
     from .needle import find_needles
     from .register import register_check
 
@@ -139,23 +144,30 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     _, tip, hub, u, chosen = mapped[0]
 
     dev = deviation(entry, target, tip, u, plan.target.diameter_mm)
-    # where the actual needle crosses the skin: the point of its line nearest the planned entry
-    actual_entry = tip + float((entry - tip) @ u) * u
-    cor = correction(dev, actual_entry, tip, u, target)
-    clearances: dict[str, dict[str, Any]] = {}
-    radius = preset.needle_radius_mm
-    for rule, names in rule_structures(structures, preset):
-        for name in names:
-            need = rule.margin_mm + radius
-            now = structure_distance(structures, name, actual_entry, tip, 30.0)
-            ext = structure_distance(structures, name, tip, dev.predicted_tip_lps, 30.0) \
-                if np.linalg.norm(dev.predicted_tip_lps - tip) > 0.1 else now
-            if now is None and ext is None:
-                continue
-            now_v = 30.0 if now is None else now
-            ext_v = 30.0 if ext is None else ext
-            clearances[name] = {"now": round(now_v, 2), "extended": round(ext_v, 2), "needed": round(need, 2),
-                                "ok": bool(now_v >= need and ext_v >= need)}
+    body = body_of(planning, structures)
+    # the needle's skin puncture: where its line leaves the body going back from the tip (a tip
+    # outside the body, or no body: the point of its line nearest the planned entry)
+    puncture = skin_puncture(body, planning, tip, u)
+    actual_entry = puncture if puncture is not None else tip + float((entry - tip) @ u) * u
+    if float((tip - actual_entry) @ u) < 0:  # never behind the tip
+        actual_entry = tip.copy()
+    extension = [(tip, dev.predicted_tip_lps)] if np.linalg.norm(dev.predicted_tip_lps - tip) > 0.1 else []
+    clearances = clearances_of(structures, preset, {"now": [(actual_entry, tip)],
+                                                    "extended": extension or [(actual_entry, tip)]})
+
+    def replan(point: np.ndarray, radius: float):
+        session = PlanningSession(planning, structures, procedure=plan.procedure, approach=plan.preset.approach,
+                                  side=plan.preset.side, structures_source="the plan's structures", body=body)
+        r = plan.target
+        tgt = Target(tuple(float(x) for x in r.point), r.label, r.how, None, r.volume_ml, r.diameter_mm,
+                     r.max_diameter_mm)
+        again = session.plan([tgt], n_best=1, entry_near=(point, radius))
+        block = again.targets[0]
+        return [t.to_json() for t in block.trajectories], dict(block.rejected), block.n_candidates
+
+    cor = choose_correction(dev, entry=actual_entry, tip=tip, u=u, target=target, structures=structures,
+                            image=planning, preset=preset, extension_ok=all(c["ok"] for c in clearances.values()),
+                            replan=replan, position=best.patient_position)
     document = {
         "schema": SCHEMA,
         "coordinate_system": "LPS",
@@ -168,7 +180,7 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
         "registration": {"check_to_planning": [[round(float(x), 6) for x in row] for row in m],
                          "quality": reg.quality, "notes": list(reg.notes),
                          "summary": _registration_summary(reg.quality)},
-        "needle": {"tip_lps": [round(float(x), 2) for x in tip], "direction_lps": [round(float(x), 5) for x in u],
+        "needle": {"entry_lps": [round(float(x), 2) for x in actual_entry], "tip_lps": [round(float(x), 2) for x in tip], "direction_lps": [round(float(x), 5) for x in u],
                    "hub_end_lps": [round(float(x), 2) for x in hub], "length_mm": round(float(chosen.length_mm), 1),
                    "diameter_mm": round(float(chosen.diameter_mm), 2)},
         "needles_found": [{"tip_lps": [round(float(x), 2) for x in t], "direction_lps": [round(float(x), 5) for x in uu],

@@ -420,11 +420,14 @@ def plan(
     n_best: int = 5,
     context: _Context | None = None,
     side: str | None = None,
+    entry_near: tuple[Any, float] | None = None,
 ) -> PlanResult:
     """Plan trajectories to ``target``; ``context`` from :func:`prepare` may be reused to re-plan.
 
     ``side`` ("left" or "right" of the patient) resolves a lateral or medial approach; by
-    default it is read from the target's label (``..._left`` / ``..._right``).
+    default it is read from the target's label (``..._left`` / ``..._right``). ``entry_near``
+    (a point, a radius in mm) keeps only the skin entries within that distance of the point:
+    a new trajectory from a needle's current skin puncture (coaxial technique), checked like any.
 
     Steps, each ruling candidates out for one reason (the first broken is the one counted):
     :func:`_candidates`, :func:`_check_geometry` (craniocaudal angle, approach side, insertion
@@ -436,7 +439,7 @@ def plan(
     ctx = context or prepare(ct, sset, preset, tgt, body)
     t_prep = time.perf_counter() - t0
     t1 = time.perf_counter()
-    cand = _candidates(ctx, tgt, preset)
+    cand = _candidates(ctx, tgt, preset, entry_near)
     _check_geometry(cand, preset, side if side is not None else target_side(target))
     min_clear = _check_clearance(ctx, cand, tgt, preset)
     probes = _check_ultrasound(ctx, cand, tgt, preset)
@@ -465,11 +468,16 @@ def plan(
     )
 
 
-def _candidates(ctx: _Context, tgt: np.ndarray, preset: Preset) -> _Candidates:
+def _candidates(ctx: _Context, tgt: np.ndarray, preset: Preset, entry_near: tuple[Any, float] | None = None
+                ) -> _Candidates:
     """The skin points the longest needle reaches (with its reserve outside the skin); the skin
-    beyond the prepared slab has no normal (NaN) and is too steep for any needle."""
+    beyond the prepared slab has no normal (NaN) and is too steep for any needle. With
+    ``entry_near`` only the skin points within its radius of its point."""
     all_skin = np.concatenate([ctx.skin_lps, ctx.outer_skin_lps])
     all_normals = np.concatenate([ctx.skin_normal, np.full((len(ctx.outer_skin_lps), 3), np.nan)])
+    if entry_near is not None:
+        near = np.linalg.norm(all_skin - np.asarray(entry_near[0], float), axis=1) <= float(entry_near[1])
+        all_skin, all_normals = all_skin[near], all_normals[near]
     vec = tgt - all_skin
     length = np.linalg.norm(vec, axis=1)
     keep = (length > 1.0) & (length <= preset.max_depth_mm)
