@@ -130,3 +130,75 @@ def test_a_scan_without_a_needle_exits_3(planned, tmp_path, capsys):
     assert main(["check", str(out), "--ct", str(tmp_path / "scan")]) == 3
     err = capsys.readouterr().err
     assert "no needle found" in err
+
+
+def _slab_scan(folder: Path, ct, plan, seed: int, *, shift_mm=(0.0, 0.0, 0.0), scramble: bool = False, meta=None):
+    """A check scan of the planned needle (on the plan's line, half way), moved by ``shift_mm``
+    in its own coordinates (another place of the body, as the scanner's table says), or with its
+    anatomy scrambled (the voxels shuffled within each slice: the histogram of a CT, no anatomy)."""
+    t = plan.trajectories[0]
+    entry, target = np.asarray(t.entry), np.asarray(t.target)
+    u = (target - entry) / np.linalg.norm(target - entry)
+    rng = np.random.default_rng(seed)
+    check, _ = simulate_check(ct, entry - 40 * u, entry + 0.5 * (target - entry), rng, move_mm=1.0, move_deg=1.0,
+                              slab_mm=25.0)
+    v = np.asarray(check.voxels).copy()
+    if scramble:
+        for k in range(v.shape[0]):
+            flat = v[k].ravel()
+            rng.shuffle(flat)
+            v[k] = flat.reshape(v[k].shape)
+    aff = np.array(check.affine, float)
+    aff[:3, 3] += np.asarray(shift_mm, float)
+    from planner.images import Image
+
+    m = ct.meta
+    moved = Image(v, aff, meta or check.meta.replace(patient_name=m.patient_name, patient_id=m.patient_id,
+                                                     study_instance_uid=m.study_instance_uid))
+    write_image_as_dicom(moved, folder, meta=moved.meta, uid_seed=f"slab-{seed}")
+
+
+def _checks(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checks").iterdir() if p.is_dir()) if (out / "checks").is_dir() else []
+
+
+def test_a_scan_that_does_not_overlap_the_plan_is_refused(planned, tmp_path, capsys):
+    out, plan, ct = planned
+    before = _checks(out)
+    _slab_scan(tmp_path / "scan", ct, plan, seed=6, shift_mm=(0.0, 0.0, 400.0))  # 40 cm toward the head
+    assert main(["check", str(out), "--ct", str(tmp_path / "scan")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not cover the planned path" in err[0]
+    assert _checks(out) == before  # nothing written
+
+
+def test_a_registration_that_is_not_credible_is_refused(planned, tmp_path, capsys):
+    out, plan, ct = planned
+    before = _checks(out)
+    _slab_scan(tmp_path / "scan", ct, plan, seed=7, scramble=True)
+    assert main(["check", str(out), "--ct", str(tmp_path / "scan")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not credible" in err[0], err
+    assert _checks(out) == before
+
+
+def test_a_scan_naming_no_patient_needs_force(planned, tmp_path, capsys):
+    out, plan, ct = planned
+    blank = ct.meta.replace(patient_name="", patient_id="", study_instance_uid="")
+    _slab_scan(tmp_path / "scan", ct, plan, seed=8, meta=blank)
+    import pydicom
+
+    for f in (tmp_path / "scan").iterdir():  # an anonymised series: the identifiers present but empty
+        ds = pydicom.dcmread(f)
+        ds.PatientName, ds.PatientID = "", ""
+        ds.save_as(f)
+    before = _checks(out)
+    assert main(["check", str(out), "--ct", str(tmp_path / "scan")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "names no patient" in err[0] and "--force" in err[0]
+    assert _checks(out) == before
+    assert main(["check", str(out), "--ct", str(tmp_path / "scan"), "--force"]) == 0
+    printed = capsys.readouterr().out
+    assert "taken as the plan's patient on the user's word (--force)" in printed
+    doc = json.loads((out / "checks" / _checks(out)[-1] / "check.json").read_text())
+    assert any("--force" in n for n in doc["identity"]) and "another study than the plan's" in doc["identity"]
