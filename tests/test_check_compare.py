@@ -117,6 +117,10 @@ def test_an_unsafe_advance_is_not_proposed():
     c = choose_correction(dev, entry=entry, tip=tip, u=u, target=target, structures=sset, image=image,
                           preset=load_preset("lung-biopsy"), extension_ok=False)
     assert c.action != "advance" and "closer than its margin" in c.considered[0]
+    c = choose_correction(dev, entry=entry, tip=tip, u=u, target=target, structures=sset, image=image,
+                          preset=load_preset("lung-biopsy"), extension_ok=False,
+                          extension_why="lung_vessels at 2.2 mm (needs 2.7)")
+    assert c.action != "advance" and "passes lung_vessels at 2.2 mm (needs 2.7)" in c.considered[0]
 
 
 def test_the_pivot_stays_short_of_the_pleura():
@@ -173,3 +177,21 @@ def test_one_degree_is_singular():
     assert "1 degree more caudal" in choose_correction(
         dev, entry=np.zeros(3), tip=5 * u, u=u, target=np.array([0, 100.0, 0]), structures=_room()[1],
         image=_room()[0], preset=load_preset("lung-biopsy"), extension_ok=True).text
+
+
+def test_a_segmented_target_is_hit_on_its_voxels():
+    # a cube lesion of voxels x, y, z in -10..10 around (0, 100, 0) (1 mm voxels): depth inside is
+    # the distance to the first voxel outside (x = 11): a predicted tip 8 mm off is 3 mm inside
+    # (hit, 2 mm needed), 9.5 mm off is on the face voxel, 1 mm inside (missed)
+    from planner.checks.compare import depth_inside, hit_structure
+
+    image, sset = _room()
+    m = np.zeros(image.shape, bool)
+    m[30:51, 100:121, 50:71] = True  # z -10..10, y 90..110, x -10..10
+    lesion = sset.add("lung_nodule", m, cls="target")
+    assert depth_inside(lesion.mask, lesion.offset, image.affine, [0, 100, 0]) == pytest.approx(11.0)
+    assert depth_inside(lesion.mask, lesion.offset, image.affine, [0, 50, 0]) == 0.0
+    for off, hit in ((7.0, True), (8.0, True), (9.5, False), (12.0, False)):
+        u = np.array([off, 100.0, 0]) / np.linalg.norm([off, 100.0, 0])
+        dev = hit_structure(deviation([0, 0, 0], [0, 100, 0], 50 * u, u, 24.8), lesion, image.affine, [0, 100, 0])
+        assert dev.target_hit is hit and dev.hit_by == "lung_nodule", off

@@ -17,7 +17,9 @@ first mapped through the registration (check -> planning). Definitions (the figu
   tip reaches the target's depth along the plan, how far it then is from the target.
 - ``target_hit``: that predicted tip lies inside the target with a margin: at most the target's
   radius minus ``HIT_MARGIN_MM`` from its centre (a lesion of known size), or at most
-  ``POINT_TOLERANCE_MM`` for a bare point target.
+  ``POINT_TOLERANCE_MM`` for a bare point target. Where the target is a segmented structure
+  (a lesion, a recess's fluid), :func:`hit_structure` decides instead, on its voxels
+  (``hit_by``: the structure's name).
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ class Deviation:
     predicted_miss_mm: float
     target_hit: bool
     hit_tolerance_mm: float
+    hit_by: str = "sphere"  # "sphere": of the target's diameter (or a point's tolerance); else a structure's name
 
     def to_json(self) -> dict[str, Any]:
         return {"angle_deg": round(self.angle_deg, 2), "lateral_offset_mm": round(self.lateral_offset_mm, 2),
                 "depth_reached_mm": round(self.depth_reached_mm, 1), "remaining_mm": round(self.remaining_mm, 1),
                 "predicted_tip_lps": [round(float(x), 2) for x in self.predicted_tip_lps],
                 "predicted_miss_mm": round(self.predicted_miss_mm, 2), "target_hit": self.target_hit,
-                "hit_tolerance_mm": round(self.hit_tolerance_mm, 2)}
+                "hit_tolerance_mm": round(self.hit_tolerance_mm, 2), "hit_by": self.hit_by}
 
 
 def deviation(entry: Any, target: Any, tip: Any, direction: Any, target_diameter_mm: float | None = None
@@ -97,3 +100,34 @@ def direction_change(current: Any, wanted: Any) -> dict[str, float]:
         return float(np.degrees(np.arctan2(v[0], abs(v[1]) if abs(v[1]) > 1e-9 else 1e-9)))
 
     return {"craniocaudal_change_deg": cc_n - cc_c, "toward_left_change_deg": azimuth(n) - azimuth(c)}
+
+
+def depth_inside(mask: np.ndarray, offset: Any, affine: Any, point: Any) -> float:
+    """How deep (mm) ``point`` (LPS) lies inside a structure's mask (a crop at ``offset`` k, j, i
+    of the grid ``affine``): the distance from its nearest voxel to the nearest voxel outside;
+    0 outside the structure."""
+    from scipy import ndimage
+
+    a = np.asarray(affine, float)
+    spacing = np.linalg.norm(a[:3, :3], axis=0)  # i, j, k
+    ijk = np.linalg.solve(a, np.append(np.asarray(point, float), 1.0))[:3]
+    kji = np.rint(ijk[::-1]).astype(int) - np.asarray(offset, int) + 1
+    padded = np.pad(np.asarray(mask, bool), 1)
+    if np.any(kji < 0) or np.any(kji >= padded.shape) or not padded[tuple(kji)]:
+        return 0.0
+    edt = ndimage.distance_transform_edt(padded, sampling=spacing[::-1])
+    return float(edt[tuple(kji)])
+
+
+def hit_structure(dev: Deviation, structure: Any, affine: Any, target: Any) -> Deviation:
+    """``dev`` with ``target_hit`` decided on the target structure's voxels: the predicted tip
+    must lie inside it by ``HIT_MARGIN_MM`` or, for a thin structure (a recess), by half the
+    depth at which the planned target lies in it."""
+    planned_depth = depth_inside(structure.mask, structure.offset, affine, target)
+    need = min(HIT_MARGIN_MM, 0.5 * planned_depth)
+    got = depth_inside(structure.mask, structure.offset, affine, dev.predicted_tip_lps)
+    cos_ok = dev.angle_deg < 90.0 - 1e-6
+    hit = bool(cos_ok and got > 0.0 and got >= need)
+    from dataclasses import replace
+
+    return replace(dev, target_hit=hit, hit_tolerance_mm=need, hit_by=str(structure.name))

@@ -12,7 +12,8 @@ step checked against the plan's preset exactly as the planner checks a path:
    needle already through the pleura then punctures it a second time, a pneumothorax risk
    factor, OR 2.43 in Huo et al. 2020). Taken when the turn is at most
    :data:`MAX_REDIRECT_DEG`, the new line keeps the preset's craniocaudal limit and total
-   depth, and the path pivot -> target clears every structure at risk.
+   depth, and the new stretch pivot -> target clears every structure at risk (the track from
+   the skin to the pivot is already there: its clearance is reported, not re-decided).
 3. **A new trajectory from the current entry** (coaxial technique: the puncture is kept): the
    planner itself, with the same preset, checks and ranking as any plan, restricted to skin
    entries within :data:`ENTRY_NEAR_MM` of the current puncture
@@ -163,12 +164,13 @@ def room_angles(d: np.ndarray, position: str = "") -> dict[str, float]:
 
 def choose_correction(dev: Deviation, *, entry: np.ndarray, tip: np.ndarray, u: np.ndarray, target: np.ndarray,
                       structures: Any, image: Any, preset: Any, extension_ok: bool,
-                      replan: Any = None, position: str = "") -> Correction:
+                      replan: Any = None, position: str = "", extension_why: str = "") -> Correction:
     """The correction (see the module): ``entry`` the needle's skin puncture, ``tip`` and unit
     ``u`` (hub -> tip) the actual needle, all in the planning CT (LPS mm). ``replan(entry, radius)``
     returns the planner's result for a new trajectory from near ``entry``: (list of trajectory
     dicts as plan.json states them, dict of rejections, number of candidates). ``position``: the
-    patient's position on the table (the plan's), for the angle from the room's vertical."""
+    patient's position on the table (the plan's), for the angle from the room's vertical;
+    ``extension_why``: which structures the extension passes too close (when not ``extension_ok``)."""
     considered: list[str] = []
     p = np.asarray(tip, float)
     if dev.target_hit:
@@ -180,8 +182,8 @@ def choose_correction(dev: Deviation, *, entry: np.ndarray, tip: np.ndarray, u: 
             return Correction("withdraw", f"withdraw {-along_axis:.0f} mm along the current axis: the tip is past the "
                               "target's depth", along_axis)
         if not extension_ok:
-            considered.append("advancing along the current axis would reach the target but passes a structure at "
-                              "risk closer than its margin")
+            considered.append("advancing along the current axis would reach the target but passes "
+                              + (extension_why or "a structure at risk closer than its margin"))
         elif tip_depth + along_axis > preset.max_depth_mm:
             considered.append(f"advancing along the current axis needs {tip_depth + along_axis:.0f} mm of needle, "
                               f"more than the preset's {preset.max_depth_mm:.0f} mm")
@@ -217,7 +219,9 @@ def choose_correction(dev: Deviation, *, entry: np.ndarray, tip: np.ndarray, u: 
         problems.append(f"{pivot_depth + rest:.0f} mm of needle (the preset's longest reaches "
                         f"{preset.max_depth_mm:.0f})")
     if not problems:
-        clear = clearances(structures, preset, {"redirected": [(entry, pivot), (pivot, np.asarray(target, float))]})
+        # the stretch skin -> pivot is the needle's own track (its clearance is the check's "now");
+        # what the redirect adds is pivot -> target
+        clear = clearances(structures, preset, {"redirected": [(pivot, np.asarray(target, float))]})
         below = _below(clear, "redirected")
         if below:
             problems.append("passing " + ", ".join(below[:3]))

@@ -95,7 +95,7 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     from ..anatomy.autoseg.mr import body_of
     from ..anatomy.target import Target
     from ..session import PlanningSession
-    from .compare import deviation
+    from .compare import deviation, hit_structure
     from .correct import choose_correction, skin_puncture
     from .correct import clearances as clearances_of
     from .needle import find_needles
@@ -144,6 +144,8 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     _, tip, hub, u, chosen = mapped[0]
 
     dev = deviation(entry, target, tip, u, plan.target.diameter_mm)
+    if plan.target.label in structures:  # a segmented target: hit or not on its own voxels
+        dev = hit_structure(dev, structures[plan.target.label], structures.affine, target)
     body = body_of(planning, structures)
     # the needle's skin puncture: where its line leaves the body going back from the tip (a tip
     # outside the body, or no body: the point of its line nearest the planned entry)
@@ -154,6 +156,9 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     extension = [(tip, dev.predicted_tip_lps)] if np.linalg.norm(dev.predicted_tip_lps - tip) > 0.1 else []
     clearances = clearances_of(structures, preset, {"now": [(actual_entry, tip)],
                                                     "extended": extension or [(actual_entry, tip)]})
+
+    too_close = [f"{n} at {c['extended']:.1f} mm (needs {c['needed']:.1f})"
+                 for n, c in sorted(clearances.items(), key=lambda kv: kv[1]["extended"]) if c["extended"] < c["needed"]]
 
     def replan(point: np.ndarray, radius: float):
         session = PlanningSession(planning, structures, procedure=plan.procedure, approach=plan.preset.approach,
@@ -166,7 +171,8 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
         return [t.to_json() for t in block.trajectories], dict(block.rejected), block.n_candidates
 
     cor = choose_correction(dev, entry=actual_entry, tip=tip, u=u, target=target, structures=structures,
-                            image=planning, preset=preset, extension_ok=all(c["ok"] for c in clearances.values()),
+                            image=planning, preset=preset,
+                            extension_ok=not too_close, extension_why=", ".join(too_close[:3]),
                             replan=replan, position=best.patient_position)
     document = {
         "schema": SCHEMA,
