@@ -55,6 +55,8 @@ class CheckResult:
             flag = "" if c["ok"] else f"  BELOW its {c['needed']:.1f} mm"
             out.append(f"clearance: {name} {c['now']:.1f} mm now, {c['extended']:.1f} mm if advanced{flag}")
         out.append(f"correction: {cor['text']}")
+        for why in cor.get("considered", []):
+            out.append(f"  not simpler, because {why}")
         out.append(f"wrote {self.folder / 'check.json'}")
         return out
 
