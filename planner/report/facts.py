@@ -88,13 +88,14 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     note: str = ""
+    alerts: list[tuple[int, int]] = field(default_factory=list)  # (row, column) cells printed as alerts (red, bold)
 
 
 @dataclass
 class Bullets:
     title: str
     items: list[str]
-    kind: str = "plain"  # "plain" | "warning"
+    kind: str = "plain"  # "plain" | "warning" | "action" (what the operator must do: large, bold, boxed)
 
 
 Block = Union[KeyValues, Table, Bullets]
@@ -128,6 +129,11 @@ def _patient_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     if doc.get("anonymized"):
         rows.insert(0, ("De-identified", "yes: names, IDs, birth date and UIDs removed or replaced"))
     return rows
+
+
+def patient_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The patient and study rows of a report, from a ``plan.json`` document."""
+    return _patient_rows(doc)
 
 
 def _procedure_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:

@@ -20,18 +20,35 @@ th{background:#ddd}.kv th{width:36%}.warn{border:2px solid #000;background:#fff4
 .warn li{list-style:none}.note{font-size:11px}figure{display:inline-block;width:48%;margin:0 1% 8px 0;vertical-align:top}
 figure img{width:100%}.sig td{border:none;height:2.2em;vertical-align:bottom}.sig td.line{border-bottom:1px solid #000;width:60%}
 footer{font-size:10px;margin-top:2em;border-top:1px solid #000}
+.alert{color:#c00000;font-weight:bold}.action{border:3px solid #000;padding:6px 10px;font-size:20px;font-weight:bold}
+.action p{margin:.2em 0}
 @media print{body{margin:0}}
 """
 
 
-def render_html(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], title: str = "Needle plan") -> str:
-    """The whole page as a string."""
+def render_html(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], title: str = "Needle plan",
+                captions: Mapping[str, str] | None = None, images_at: int | None = None) -> str:
+    """The whole page as a string (``captions``: the words under an image, by default its title;
+    ``images_at``: the block the images go before, by default after the last)."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
            f"<style>{_CSS}</style></head><body>", f"<h1>{escape(facts.title)}</h1>",
            f'<p class="sub">{escape(facts.subtitle)}</p>']
     if facts.status != "ok":
         out.append('<p class="warn"><strong>NO SAFE TRAJECTORY</strong>: see "Why no trajectory is safe" below.</p>')
-    for block in facts.blocks:
+
+    def image_part() -> list[str]:
+        if not images:
+            return []
+        part = ["<h2>Images</h2>"]
+        for name, p in images.items():
+            data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
+            cap = escape((captions or {}).get(name) or image_title(name))
+            part.append(f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>')
+        return part
+
+    for n_block, block in enumerate(facts.blocks):
+        if n_block == images_at:
+            out += image_part()
         out.append(f"<h2>{escape(block.title)}</h2>")
         if isinstance(block, KeyValues):
             out.append('<table class="kv">')
@@ -41,22 +58,22 @@ def render_html(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]]
                 out.append(f'<p class="note">{escape(block.note)}</p>')
         elif isinstance(block, Table):
             out.append("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in block.header) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in block.rows]
+            alerts = set(block.alerts)
+            out += ["<tr>" + "".join(f'<td class="alert">{escape(c)}</td>' if (n, m) in alerts else f"<td>{escape(c)}</td>"
+                                     for m, c in enumerate(r)) + "</tr>" for n, r in enumerate(block.rows)]
             out.append("</table>")
             if block.note:
                 out.append(f'<p class="note">{escape(block.note)}</p>')
         elif isinstance(block, Bullets):
-            if block.kind == "warning":
+            if block.kind == "action":
+                out.append('<div class="action">' + "".join(f"<p>{escape(i)}</p>" for i in block.items) + "</div>")
+            elif block.kind == "warning":
                 out.append('<ul class="warn">' + "".join(f"<li><strong>WARNING:</strong> {escape(i)}</li>"
                                                         for i in block.items) + "</ul>")
             else:
                 out.append("<ul>" + "".join(f"<li>{escape(i)}</li>" for i in block.items) + "</ul>")
-    if images:
-        out.append("<h2>Images</h2>")
-        for name, p in images.items():
-            data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
-            cap = escape(image_title(name))
-            out.append(f'<figure><img alt="{cap}" src="data:image/png;base64,{data}"><figcaption>{cap}</figcaption></figure>')
+    if images_at is None or not 0 <= images_at < len(facts.blocks):
+        out += image_part()
     out.append('<h2>Operator sign-off</h2><table class="sig">')
     out += [f'<tr><td>{escape(line)}</td><td class="line"></td></tr>' for line in facts.signature_lines]
     out.append("</table>")
@@ -65,6 +82,7 @@ def render_html(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]]
 
 
 def write_html(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], path: str | os.PathLike[str],
-               title: str = "Needle plan") -> Path:
+               title: str = "Needle plan", captions: Mapping[str, str] | None = None,
+               images_at: int | None = None) -> Path:
     """Write the page to ``path`` atomically."""
-    return write_text_atomic(render_html(facts, images, title), path)
+    return write_text_atomic(render_html(facts, images, title, captions, images_at), path)

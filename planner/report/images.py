@@ -177,8 +177,8 @@ def _draw_plane(ct: Image, labels: np.ndarray | None, classes: list[StructureCla
     return buf.getvalue()
 
 
-def _label(draw: Any, x: float, y: float, text: str) -> None:
+def _label(draw: Any, x: float, y: float, text: str, size: int = 14) -> None:
     """Text readable on any background and in black and white: white on a black box."""
-    box = draw.textbbox((x, y), text, font_size=14)
+    box = draw.textbbox((x, y), text, font_size=size)
     draw.rectangle([box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2], fill=(0, 0, 0))
-    draw.text((x, y), text, fill=(255, 255, 255), font_size=14)
+    draw.text((x, y), text, fill=(255, 255, 255), font_size=size)

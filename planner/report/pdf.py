@@ -24,8 +24,11 @@ def _reportlab():  # type: ignore[no-untyped-def]
 
 
 def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], path: str | os.PathLike[str],
-              title: str = "Needle plan") -> Path:
-    """Write the report to ``path`` (A4) atomically; ``images`` maps a name to a PNG file, in order."""
+              title: str = "Needle plan", captions: Mapping[str, str] | None = None,
+              images_at: int | None = None) -> Path:
+    """Write the report to ``path`` (A4) atomically; ``images`` maps a name to a PNG file, in order;
+    ``captions`` the words under an image (by default its title, :func:`.images.image_title`);
+    ``images_at`` the block the images go before (by default after the last)."""
     _reportlab()
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
@@ -47,6 +50,8 @@ def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], 
     h2 = ParagraphStyle("h2", parent=ss["Heading2"], fontName=fonts.bold, fontSize=10.5, leading=13,
                         spaceBefore=7, spaceAfter=3)
     sub = ParagraphStyle("sub", parent=body, fontSize=9.5, alignment=1)
+    alert = ParagraphStyle("alert", parent=head, textColor=colors.HexColor("#c00000"))
+    action = ParagraphStyle("action", parent=head, fontSize=14, leading=18)
     width = A4[0] - 30 * mm
 
     def P(text: str, style: ParagraphStyle = cell) -> Paragraph:
@@ -67,7 +72,30 @@ def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], 
                                "shows them as they are.", head)], width, grid))
     if facts.status != "ok":
         story.append(_boxed([P("NO SAFE TRAJECTORY: see 'Why no trajectory is safe' below.", head)], width, grid))
-    for block in facts.blocks:
+
+    def image_story() -> list:
+        """The images two by two with their captions, kept with their heading."""
+        if not images:
+            return []
+        cells = []
+        w = (width - 6 * mm) / 2
+        for name, p in images.items():
+            img = RLImage(str(p))
+            scale = w / img.imageWidth
+            img.drawWidth, img.drawHeight = w, img.imageHeight * scale
+            cells.append([img, P((captions or {}).get(name) or image_title(name))])
+        rows = []
+        for n in range(0, len(cells), 2):
+            pair = cells[n:n + 2]
+            rows.append([c[0] for c in pair] + [""] * (2 - len(pair)))
+            rows.append([c[1] for c in pair] + [""] * (2 - len(pair)))
+        t = RLTable(rows, colWidths=[w + 3 * mm, w + 3 * mm])
+        t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
+        return [KeepTogether([P("Images", h2), t])]
+
+    for n_block, block in enumerate(facts.blocks):
+        if n_block == images_at:
+            story += image_story()
         if isinstance(block, KeyValues):
             t = RLTable([[P(k, head), P(v)] for k, v in block.rows], colWidths=[0.36 * width, 0.64 * width])
             t.setStyle(grid)
@@ -76,8 +104,10 @@ def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], 
         elif isinstance(block, Table):
             ncol = len(block.header)
             colw = _col_widths(block, width)
-            rows = [[P(h, head) for h in block.header]] + [[P(c) for c in r] + [P("")] * (ncol - len(r))
-                                                           for r in block.rows]
+            alerts = set(block.alerts)
+            rows = [[P(h, head) for h in block.header]] + [
+                [P(c, alert if (n, m) in alerts else cell) for m, c in enumerate(r)] + [P("")] * (ncol - len(r))
+                for n, r in enumerate(block.rows)]
             t = RLTable(rows, colWidths=colw, repeatRows=1)
             style = TableStyle(grid.getCommands() + [("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#dddddd")),
                                                      ("LINEBELOW", (0, 0), (-1, 0), 1.0, colors.black)])
@@ -86,27 +116,18 @@ def write_pdf(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], 
             if block.note:
                 parts.append(P(block.note))
             story.append(KeepTogether(parts))
+        elif isinstance(block, Bullets) and block.kind == "action":
+            box = RLTable([[P(i, action)] for i in block.items], colWidths=[width])
+            box.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 2.5, colors.black),
+                                     ("LEFTPADDING", (0, 0), (-1, -1), 6), ("RIGHTPADDING", (0, 0), (-1, -1), 6),
+                                     ("TOPPADDING", (0, 0), (-1, -1), 4), ("BOTTOMPADDING", (0, 0), (-1, -1), 5)]))
+            story.append(KeepTogether([P(block.title, h2), box]))
         elif isinstance(block, Bullets):
             items = [P(("WARNING: " if block.kind == "warning" else "- ") + i) for i in block.items]
             box = _boxed(items, width, grid) if block.kind == "warning" else _list(items, width)
             story.append(KeepTogether([P(block.title, h2), box]))
-    if images:
-        story.append(P("Images", h2))
-        cells = []
-        w = (width - 6 * mm) / 2
-        for name, p in images.items():
-            img = RLImage(str(p))
-            scale = w / img.imageWidth
-            img.drawWidth, img.drawHeight = w, img.imageHeight * scale
-            cells.append([img, P(image_title(name))])
-        rows = []
-        for n in range(0, len(cells), 2):
-            pair = cells[n:n + 2]
-            rows.append([c[0] for c in pair] + [""] * (2 - len(pair)))
-            rows.append([c[1] for c in pair] + [""] * (2 - len(pair)))
-        t = RLTable(rows, colWidths=[w + 3 * mm, w + 3 * mm])
-        t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
-        story.append(t)
+    if images_at is None or not 0 <= images_at < len(facts.blocks):
+        story += image_story()
     sig = RLTable([[P(line, head), ""] for line in facts.signature_lines], colWidths=[0.4 * width, 0.6 * width],
                   rowHeights=[10 * mm] * len(facts.signature_lines))
     sig.setStyle(TableStyle([("LINEBELOW", (1, 0), (1, -1), 0.6, colors.black), ("VALIGN", (0, 0), (-1, -1), "BOTTOM")]))
