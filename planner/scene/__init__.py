@@ -4,10 +4,11 @@ Report code calls :func:`render_views` (a plan folder or a :class:`Case` -> PNG 
 the interactive viewer (:mod:`planner.viewer`) builds on the same blocks.
 """
 
-from .case import Case, NeedlePath, RiskMap, case_from_objects, gauge_diameter_mm, load_case
+from .case import ActualNeedle, Case, NeedlePath, RiskMap, case_from_objects, gauge_diameter_mm, load_case, load_checks
 from .views import REPORT_VIEWS, SLICE_VIEWS, Scene, View, build_view, render_views
 
 __all__ = [
+    "ActualNeedle",
     "Case",
     "NeedlePath",
     "REPORT_VIEWS",
@@ -19,5 +20,6 @@ __all__ = [
     "case_from_objects",
     "gauge_diameter_mm",
     "load_case",
+    "load_checks",
     "render_views",
 ]

@@ -87,6 +87,82 @@ class RiskMap:
             return cls(z["entries_lps"].astype(float), z["score"].astype(float), z["reason"].astype(str))
 
 
+@dataclass(frozen=True)
+class ActualNeedle:
+    """The needle found by a check scan (``checks/NN/check.json``), in the planning CT's LPS mm.
+
+    ``far_end`` is the needle's end farthest from the tip that the check scan shows (its hub
+    side), ``puncture`` where it crosses the skin, ``predicted_tip`` where its tip would be if
+    advanced along its axis to the target's depth; ``deviation`` and ``correction`` are the
+    check's own figures and words.
+    """
+
+    number: int
+    tip: np.ndarray
+    direction: np.ndarray
+    far_end: np.ndarray
+    puncture: np.ndarray
+    predicted_tip: np.ndarray
+    diameter_mm: float
+    trajectory_rank: int = 1
+    created: str = ""
+    deviation: dict[str, Any] = field(default_factory=dict)
+    correction: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_check(cls, doc: dict[str, Any], number: int) -> "ActualNeedle":
+        n, dev = doc["needle"], doc["deviation"]
+        tip = np.asarray(n["tip_lps"], float)
+        u = np.asarray(n["direction_lps"], float)
+        u = u / np.linalg.norm(u)
+        entry = np.asarray(doc["plan"]["entry"], float)
+        puncture = np.asarray(n["entry_lps"], float) if n.get("entry_lps") is not None \
+            else tip + float((entry - tip) @ u) * u
+        far = np.asarray(n.get("hub_end_lps", puncture), float)
+        if float((tip - far) @ u) < float((tip - puncture) @ u):
+            far = puncture
+        return cls(number=number, tip=tip, direction=u, far_end=far, puncture=puncture,
+                   predicted_tip=np.asarray(dev.get("predicted_tip_lps", tip), float),
+                   diameter_mm=float(n.get("diameter_mm") or 1.5),
+                   trajectory_rank=int(doc.get("plan", {}).get("trajectory_rank", 1)),
+                   created=str(doc.get("created", "")), deviation=dict(dev), correction=dict(doc.get("correction", {})))
+
+    def caption(self) -> str:
+        """The deviation in words, for a view: what the check found and what to do."""
+        d = self.deviation
+        verdict = "HIT" if d.get("target_hit") else "MISSED"
+        return (f"check {self.number:02d}: needle {float(d.get('angle_deg', 0)):.1f}\u00b0 off the plan, tip "
+                f"{float(d.get('lateral_offset_mm', 0)):.1f} mm off the planned line\n"
+                f"advanced to the target's depth: miss {float(d.get('predicted_miss_mm', 0)):.1f} mm, target {verdict}\n"
+                f"correction: {str(self.correction.get('action', '-')).replace('_', ' ')}")
+
+
+def load_checks(plan_dir: str | os.PathLike[str]) -> tuple[list[ActualNeedle], list[str]]:
+    """The needles of the check scans of a plan folder (``checks/NN/check.json``), oldest first,
+    and a note for each check that could not be read (left out, never fatal to the plan's view)."""
+    from ..checks.run import check_schema_problem
+
+    import json
+
+    checks, notes = [], []
+    folder = Path(plan_dir) / "checks"
+    if not folder.is_dir():
+        return [], []
+    for d in sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
+        f = d / "check.json"
+        if not f.is_file():
+            continue
+        try:
+            doc = json.loads(f.read_text("utf-8"))
+            problem = check_schema_problem(doc)
+            if problem:
+                raise ValueError(problem)
+            checks.append(ActualNeedle.from_check(doc, int(d.name)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            notes.append(f"{f}: left out of the view ({exc})")
+    return checks, notes
+
+
 @dataclass
 class Case:
     """Everything one scene shows: the CT, its structures, the target and the trajectories."""
@@ -100,6 +176,9 @@ class Case:
     risk_map: RiskMap | None = None
     plan: dict[str, Any] | None = None
     title: str = ""
+    checks: list[ActualNeedle] = field(default_factory=list)  # the check scans' needles, oldest first
+    actual: ActualNeedle | None = None  # the one the views show (by default the latest)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def chosen(self) -> NeedlePath | None:
@@ -129,8 +208,11 @@ def case_from_objects(
     )
 
 
-def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] | None = None) -> Case:
-    """Reopen a plan folder: ``plan.json``, its CT (``image.source`` or ``ct_path``), structures, risk map."""
+def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] | None = None,
+              check: int | str | None = "latest") -> Case:
+    """Reopen a plan folder: ``plan.json``, its CT (``image.source`` or ``ct_path``), structures,
+    risk map, and the needles of its check scans (``checks/NN``): the views show the ``check``
+    numbered so, the latest by default, or none (``None``)."""
     from ..anatomy.slicer_seg import load_slicer_seg
     from ..images import load_image
 
@@ -151,4 +233,14 @@ def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] 
     sset = load_slicer_seg(seg, ct) if seg.is_file() else None
     rm = d / "risk_map.npz"
     risk = RiskMap.load(rm) if rm.is_file() else None
-    return case_from_objects(ct, sset, plan, risk, title=str(plan.get("procedure", "")))
+    case = case_from_objects(ct, sset, plan, risk, title=str(plan.get("procedure", "")))
+    case.checks, case.notes = load_checks(d)
+    if check is not None and case.checks:
+        if check == "latest":
+            case.actual = case.checks[-1]
+        else:
+            found = [c for c in case.checks if c.number == int(check)]
+            if not found:
+                raise InputError(f"{d / 'checks'}: no check {check} (checks: {[c.number for c in case.checks]})")
+            case.actual = found[0]
+    return case

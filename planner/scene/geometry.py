@@ -74,6 +74,27 @@ def standard_frame(plane: str, focal: Sequence[float]) -> ViewFrame:
     return frame(focal, dop, up)
 
 
+#: The patient direction of each end of the LPS axes, ``(axis, sign) -> letter`` (S/I for the head and
+#: the feet); :data:`HEAD_FOOT` says H/F instead, as DICOM's Patient Orientation does.
+LETTERS = {(0, 1): "L", (0, -1): "R", (1, 1): "P", (1, -1): "A", (2, 1): "S", (2, -1): "I"}
+HEAD_FOOT = {**LETTERS, (2, 1): "H", (2, -1): "F"}
+
+
+def orientation_letters(f: ViewFrame, letters: dict[tuple[int, int], str] = LETTERS) -> dict[str, str]:
+    """Patient directions at the four edges of a view ('left', 'right', 'top', 'bottom'): the
+    main direction of each, with the second one added where the view is oblique to it."""
+
+    def word(v: np.ndarray) -> str:
+        order = np.argsort(-np.abs(v))
+        out = ""
+        for ax in order[:2]:
+            if abs(v[ax]) >= 0.38 or not out:
+                out += letters[(int(ax), 1 if v[ax] > 0 else -1)]
+        return out
+
+    return {"right": word(f.right), "left": word(-f.right), "top": word(f.up), "bottom": word(-f.up)}
+
+
 def planning_plane_normal(entry: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Normal of the plane that contains the needle and is closest to axial (pointing superior).
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .case import NeedlePath
+from .case import ActualNeedle, NeedlePath
 from .geometry import depth_marks
 from .vtkutil import numpy_support, rgb01, vtk
 
@@ -16,6 +16,8 @@ ALTERNATIVE = (255, 120, 0)  # alternatives: orange
 ENTRY = (0, 240, 255)  # skin entry marker: cyan
 TARGET = (255, 0, 255)  # the target marker: magenta, a colour no structure class uses
 DEPTH_MARK = (25, 25, 25)  # rings every centimetre
+ACTUAL = (125, 90, 255)  # the needle a check scan found: violet, a colour no structure class uses
+ACTUAL_TEXT = (200, 185, 255)  # words about it: a lighter violet, readable on a dark background
 
 
 def _flat(actor: "vtk.vtkActor", colour: tuple[int, int, int], opacity: float = 1.0) -> "vtk.vtkActor":
@@ -134,3 +136,24 @@ def _y_to(direction: np.ndarray, position: np.ndarray) -> "vtk.vtkMatrix4x4":
 def target_actor(point: np.ndarray, radius_mm: float = 2.5) -> "vtk.vtkActor":
     """The target marker: a magenta sphere at the target point."""
     return sphere_actor(point, radius_mm, TARGET)
+
+
+def actual_needle_actors(actual: ActualNeedle, min_diameter_mm: float = 0.0) -> list["vtk.vtkActor"]:
+    """The needle a check scan found: a green tube from its far end to its tip with a tip marker,
+    and a thin pale-green extension to where its tip would be at the target's depth."""
+    d = max(actual.diameter_mm, min_diameter_mm)
+    out = []
+    m = vtk.vtkPolyDataMapper()
+    m.SetInputData(tube(actual.far_end, actual.tip, d))
+    a = vtk.vtkActor()
+    a.SetMapper(m)
+    out.append(_flat(a, ACTUAL))
+    out.append(sphere_actor(actual.tip, max(1.5, 0.9 * d), ACTUAL))
+    if np.linalg.norm(actual.predicted_tip - actual.tip) > 0.5:
+        m = vtk.vtkPolyDataMapper()
+        m.SetInputData(tube(actual.tip, actual.predicted_tip, 0.45 * d))
+        a = vtk.vtkActor()
+        a.SetMapper(m)
+        out.append(_flat(a, ACTUAL))
+        out.append(sphere_actor(actual.predicted_tip, max(1.0, 0.6 * d), ACTUAL))
+    return out

@@ -20,8 +20,9 @@ import numpy as np
 from ..anatomy.registry import StructureClass
 from ..errors import InputError
 from . import geometry as G
+from .geometry import LETTERS, orientation_letters  # noqa: F401 - their home was here
 from .case import Case, NeedlePath, load_case
-from .needles import ALTERNATIVE, CHOSEN, ENTRY, needle_actors, ring_actor, target_actor
+from .needles import ACTUAL, ACTUAL_TEXT, ALTERNATIVE, CHOSEN, ENTRY, actual_needle_actors, needle_actors, ring_actor, target_actor
 from .riskmap import FORBIDDEN, UNREACHABLE, risk_actor
 from .slices import slice_actor
 from .surfaces import StructureLayer, build_meshes, legend_actor, structure_layer
@@ -32,7 +33,6 @@ from .vtkutil import capture, offscreen_window, rgb01, save_png, vtk, world_to_p
 REPORT_VIEWS = ("planning_slice", "bullseye", "progression", "overview_3d")
 SLICE_VIEWS = ("slice_axial", "slice_coronal", "slice_sagittal")
 LABEL_COLOUR = (255, 255, 255)
-LETTERS = {(0, 1): "L", (0, -1): "R", (1, 1): "P", (1, -1): "A", (2, 1): "S", (2, -1): "I"}
 
 
 class Scene:
@@ -212,20 +212,6 @@ def _polyline_actor(points: np.ndarray, colour: Sequence[int], width: float = 1.
     return _flat_actor(_polydata_mapper(src.GetOutput()), colour, width)
 
 
-def orientation_letters(f: G.ViewFrame) -> dict[str, str]:
-    """Patient directions at the four edges of a view ('left', 'right', 'top', 'bottom')."""
-
-    def letters(v: np.ndarray) -> str:
-        order = np.argsort(-np.abs(v))
-        out = ""
-        for ax in order[:2]:
-            if abs(v[ax]) >= 0.38 or not out:
-                out += LETTERS[(int(ax), 1 if v[ax] > 0 else -1)]
-        return out
-
-    return {"right": letters(f.right), "left": letters(-f.right), "top": letters(f.up), "bottom": letters(-f.up)}
-
-
 def _add_letters(over: "vtk.vtkRenderer", f: G.ViewFrame, font: int) -> None:
     lt = orientation_letters(f)
     over.AddViewProp(text_actor(lt["left"], 0.01, 0.5, font, (255, 255, 120), "left", "center", True))
@@ -383,7 +369,22 @@ def _needle_slice(scene: Scene, name: str, frame_of: Callable[[np.ndarray, np.nd
     for a in needle_actors(path, chosen=True, **needle):
         view.overlay.AddActor(a)
     view.overlay.AddActor(target_actor(path.target))
+    _add_actual(view, scene.case, path.rank, font)
     return view, path, f, font
+
+
+def _add_actual(view: View, case: Case, rank: int, font: int) -> None:
+    """The needle of the case's check scan beside the planned one, and the deviation in words
+    along the bottom of the view; only in views of the trajectory the check was compared with."""
+    actual = case.actual
+    if actual is None or actual.trajectory_rank != rank:
+        return
+    props = actual_needle_actors(actual)
+    for a in props:
+        view.overlay.AddActor(a)
+    caption = text_actor(actual.caption(), 0.01, 0.06, max(9, font - 2), ACTUAL_TEXT, valign="bottom")
+    view.overlay.AddViewProp(caption)
+    view.info.update(actual=actual, actual_props=props, actual_caption=caption)
 
 
 def _craniocaudal_words(ang: G.NeedleAngles) -> str:
@@ -513,6 +514,8 @@ def plan_props(case: Case, selected: int = 1, alternatives: bool = True, risk_ma
             over.extend(needle_actors(p, chosen=False, min_diameter_mm=2.0))
     if case.target is not None:
         top.append(target_actor(case.target, 4.0))
+    if case.actual is not None:
+        top.extend(actual_needle_actors(case.actual, min_diameter_mm=2.0))
     if risk_map and case.risk_map is not None and len(case.risk_map.entries):
         pts, bar = risk_actor(case.risk_map, point_size=3.0)
         base.append(pts)
@@ -548,6 +551,8 @@ def overview_3d(scene: Scene, size: tuple[int, int] = (800, 600), volume: str | 
         extra.append(("chosen needle", CHOSEN))
         if len(case.paths) > 1 and alternatives:
             extra.append(("alternatives", ALTERNATIVE))
+    if case.actual is not None:
+        extra.append((f"actual needle (check {case.actual.number:02d})", ACTUAL))
     if risk_map and case.risk_map is not None and len(case.risk_map.entries):
         extra += [("forbidden entry", FORBIDDEN), ("unreachable entry", UNREACHABLE)]
     shown = [c for c in layer.present_classes() if c not in hide]
@@ -563,6 +568,10 @@ def overview_3d(scene: Scene, size: tuple[int, int] = (800, 600), volume: str | 
     if chosen is not None:
         title += f" - 3D overview, {len(case.paths)} trajectories (chosen in yellow)"
     over.AddViewProp(text_actor(title, 0.01, 0.99, font, LABEL_COLOUR))
+    actual_caption = None
+    if case.actual is not None:
+        actual_caption = text_actor(case.actual.caption(), 0.01, 0.01, font, ACTUAL_TEXT, valign="bottom")
+        over.AddViewProp(actual_caption)
     # Camera: looking at the target from the side of the chosen entry, superior up.
     focal = scene.centre
     if chosen is not None:
@@ -585,7 +594,7 @@ def overview_3d(scene: Scene, size: tuple[int, int] = (800, 600), volume: str | 
     set_interactive(win, False)
     view = View("overview_3d", win, base, over, None, top=top)
     view.info.update(frame=f, layer=layer, volume=vol, legend=legend, plan_over=dyn_over, plan_base=dyn_base,
-                     plan_top=dyn_top, radius=radius)
+                     plan_top=dyn_top, radius=radius, actual_caption=actual_caption)
     return view
 
 
