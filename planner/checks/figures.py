@@ -2,25 +2,27 @@
 
 - ``needles_plane.png``: the check scan, mapped into the planning CT's coordinates through the
   registration, on the plane that holds the planned line and best holds the actual needle (the
-  plane through the planned line that passes closest, in the least-squares sense, to the needle's
-  tip and skin puncture, the tip counting double: for a needle that entered at the planned entry
-  it holds both lines; for a needle parallel to the plan it is the plane through the planned
-  line and the tip). Drawn on it: the planned path (dashed, entry E and target T), the target's
-  outline (its equivalent diameter), the actual needle (two solid rails either side of it, so
-  that the metal shows between them, tip marked), its extension to the target's depth (dotted, the predicted
+  plane through the planned line that passes closest, in the least-squares sense, to the
+  needle's tip and skin puncture, the tip counting double: for a needle that entered at the
+  planned entry it holds both lines; for a needle parallel to the plan it is the plane through
+  the planned line and the tip). Drawn on it: the planned path (dashed, entry E and target T),
+  the target's outline (the segmented lesion's cut when the plan has it, else a circle of its
+  equivalent diameter), the actual needle (two solid rails either side of it, so that the metal
+  shows between them; tip marked), its extension to the target's depth (dotted, the predicted
   tip marked), the redirect or new line of the correction when there is one, a scale bar,
   orientation letters and the deviation figures as a caption. Where the check scan does not
   reach (it is often only a slab of 10-20 slices), the planning CT fills in, dimmed.
 - ``bullseye.png``: looking down the planned axis from the entry: the plane through the target
-  perpendicular to it, the planned line as the centre cross, the target's outline (the segmented
-  lesion's cut when the plan has it, else a circle of its equivalent diameter) and, when the hit is
-  judged by distance from the target's centre, the circle the predicted tip must fall in, the actual needle projected (its skin
-  puncture to its tip, solid; on to the predicted tip, dotted), the current tip and the
-  predicted tip marked, the miss in mm, a scale bar and the orientation letters (L/R, A/P, H/F).
+  perpendicular to it, the planned line as the centre cross, the target's outline (as above)
+  and, when the hit is judged by the distance from the target's centre, the circle the
+  predicted tip must fall in; the actual needle projected (its skin puncture to its tip, solid;
+  on to the predicted tip, dotted), the current tip and the predicted tip marked, the miss in
+  mm, a scale bar and the orientation letters (L/R, A/P, H/F).
 
-Every drawing reads in black and white: lines have black borders, marks carry words. The PNG carries its own geometry (text chunk
-``planner:geometry``: the LPS point of pixel (0, 0), the LPS directions of a step right and
-down, mm per pixel) so that anyone can map a position of ``check.json`` onto it.
+Every drawing reads in black and white: lines have black borders, marks carry words. The PNG
+carries its own geometry (text chunk ``planner:geometry``: the LPS point of pixel (0, 0), the
+LPS directions of a step right and down, mm per pixel) so that anyone can map a position of
+``check.json`` onto it (:func:`plane_from_png`).
 """
 
 from __future__ import annotations
