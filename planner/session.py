@@ -156,7 +156,11 @@ class PlanningSession:
             sset = load_structures(request.structures, ct, progress=progress)
             source = str(request.structures)
         else:
-            sset = segment_ct(ct, progress=progress, fissure_points=points)
+            from .anatomy.cache import cached_segmentation
+
+            sset = cached_segmentation(ct) if points is None else None  # prepared in advance (planner listen)
+            if sset is None:
+                sset = segment_ct(ct, progress=progress, fissure_points=points)
             source = "automatic segmentation"
         if len(sset) == 0:  # nothing to avoid: every path would look safe
             raise InputError(f"{request.structures or request.ct}: " + (

@@ -11,6 +11,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for tests/dicomgen.py
+# the caches (PACS series, prepared segmentations) of a test run live in a folder of their own,
+# never in the user's ~/.cache
+if "PLANNER_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["PLANNER_CACHE"] = tempfile.mkdtemp(prefix="planner-test-cache-")
 
 CHEST_CT = SHARED_DATA / "chest-ct" / "dicom"
 ABDOMEN_CT = SHARED_DATA / "abdomen-ct-totalseg" / "ct.nii.gz"

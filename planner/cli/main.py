@@ -216,6 +216,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print("planner plan: give a target: --target X,Y,Z, --target-label NAME, --seed X,Y,Z or --target-joint NAME",
               file=sys.stderr)
         return EXIT_INPUT
+    if args.pacs:
+        from ..planning.presets import load_preset
+        from .pacs import fetch_for_plan
+
+        load_preset(args.procedure, args.approach)  # a wrong procedure is said before the pull
+        args.ct = str(fetch_for_plan(args))
+    elif not args.ct:
+        print("planner plan: give the scan: --ct PATH, or --pacs NODE --series UID", file=sys.stderr)
+        return EXIT_INPUT
     request = PlanRequest(args.ct, args.procedure, [TargetSpec(kind, text) for kind, text in args.targets],
                           structures=args.structures, series_uid=args.series, modality=args.modality,
                           echo=args.echo, phase=args.phase, approach=args.approach, side=args.side, n_best=args.n,
@@ -419,7 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_convert)
 
     q = sub.add_parser("plan", help="plan needle trajectories and write plan.json into --out")
-    q.add_argument("--ct", required=True, help="DICOM folder or file, NIfTI or NRRD")
+    q.add_argument("--ct", help="DICOM folder or file, NIfTI or NRRD (or --pacs NODE --series UID)")
+    q.add_argument("--pacs", metavar="NODE", help="take the series --series from this PACS node (pulled into a cache "
+                                                  "keyed by series UID and content)")
+    q.add_argument("--pacs-config", metavar="PATH", help="the PACS nodes (TOML; default ~/.config/planner/pacs.toml)")
     q.add_argument("--structures", help="TotalSegmentator folder, label map, .seg.nrrd, DICOM SEG or RTSTRUCT "
                                        "(default: automatic segmentation of the CT)")
     q.add_argument("--target", action=_TargetAction, dest="targets", const="point", default=[],
@@ -472,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the check's images and page as DICOM (Secondary Capture, Encapsulated PDF)")
     q.add_argument("--anonymize", action="store_true", help="leave the patient's identifiers out of what is written")
     q.set_defaults(func=cmd_check)
+
+    from .pacs import add_commands
+
+    add_commands(sub)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
     q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT)")
