@@ -468,9 +468,10 @@ class Viewer:
 
 def open_viewer(plan_dir: str | os.PathLike[str], *, room: bool = False, offscreen: bool = False,
                 screenshot: str | os.PathLike[str] | None = None, size: tuple[int, int] = (1500, 900),
-                ct_path: str | None = None) -> Path | None:
+                ct_path: str | None = None, check: int | str | None = "latest") -> Path | None:
     """What ``planner view`` does: check for a display first, load the plan, then open the window
-    (or, offscreen, build the same scene with its interactor and write a screenshot)."""
+    (or, offscreen, build the same scene with its interactor and write a screenshot). ``check``:
+    which check scan's needle to show (a number, "latest", or None for none)."""
     from .scene import load_case
 
     window = None
@@ -479,7 +480,7 @@ def open_viewer(plan_dir: str | os.PathLike[str], *, room: bool = False, offscre
         if why:
             raise DisplayUnavailableError(_no_display_message(why))
         window = Viewer._onscreen_window(size)
-    case = load_case(plan_dir, ct_path)
+    case = load_case(plan_dir, ct_path, check=check)
     viewer = Viewer(case, size=size, room=room, offscreen=offscreen, window=window)
     if offscreen:
         viewer.attach_interactor()

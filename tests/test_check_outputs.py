@@ -292,6 +292,14 @@ def test_an_anonymized_check_carries_no_identifier(checked):
         ds = pydicom.dcmread(f)
         assert ds.PatientIdentityRemoved == "YES" and ds.StudyInstanceUID != m.study_instance_uid
         assert validate_iod(ds) == [], f.name
+    # check.json and the procedure log say nothing that can lead to the scan (a path can hold a
+    # name; the series UID finds the patient in the PACS)
+    doc3 = _doc(out, 3)
+    assert doc3["check_image"]["source"] == "" and doc3["check_image"]["series_instance_uid"] == ""
+    series = _doc(out, 1)["check_image"]["series_instance_uid"]
+    assert series and all(series.encode() not in data for data in texts.values())
+    log = json.loads((out / "checks" / "log.json").read_text())
+    assert [c["check_scan"] for c in log["checks"] if c["number"] == 3] == [""]
     # the same figures as an identified check of the same scan
     assert _doc(out, 3)["deviation"]["predicted_miss_mm"] == pytest.approx(_doc(out, 1)["deviation"]["predicted_miss_mm"],
                                                                            abs=0.5)
@@ -362,3 +370,10 @@ def test_planner_view_shows_the_actual_needle(checked, tmp_path):
     assert main(["view", str(out), "--room", "--offscreen", "--screenshot", str(shot), "--size", "900x540"]) == 0
     rgb = np.asarray(PILImage.open(shot).convert("RGB"))
     assert _violet(rgb).sum() > 150
+    # --check none: the plan alone; a check that is not there, or not a number, is said
+    none = tmp_path / "view_none.png"
+    assert main(["view", str(out), "--room", "--offscreen", "--screenshot", str(none), "--size", "900x540",
+                 "--check", "none"]) == 0
+    assert _violet(np.asarray(PILImage.open(none).convert("RGB"))).sum() < 20
+    assert main(["view", str(out), "--offscreen", "--screenshot", str(none), "--check", "9"]) == 2
+    assert main(["view", str(out), "--offscreen", "--screenshot", str(none), "--check", "two"]) == 2

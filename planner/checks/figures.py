@@ -252,13 +252,16 @@ def _clip_segment(a: np.ndarray, b: np.ndarray, size: int) -> tuple[np.ndarray, 
 
 def _scale_bar(draw: Any, plane: Plane) -> float:
     fov = plane.px * plane.size
-    bar_mm = next(b for b in (5.0, 10.0, 20.0, 50.0, 100.0) if b >= fov / 8.0)
+    # the shortest round length of at least an eighth of the field (the longest for a huge field)
+    bars = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
+    bar_mm = next((b for b in bars if b >= fov / 8.0), bars[-1])
     bar = bar_mm / plane.px
     y0 = plane.size - 30
     x1 = plane.size - 20
     draw.rectangle([x1 - bar, y0, x1, y0 + 6], fill=(255, 255, 255), outline=(0, 0, 0))
-    for k in range(1, int(bar_mm / 5.0)):  # ticks every 5 mm
-        x = x1 - bar + k * 5.0 / plane.px
+    tick = 5.0 if bar_mm <= 50.0 else bar_mm / 10.0  # ticks every 5 mm (every tenth on long bars)
+    for k in range(1, int(round(bar_mm / tick))):
+        x = x1 - bar + k * tick / plane.px
         draw.line([(x, y0), (x, y0 + 6)], fill=(0, 0, 0), width=1)
     _label(draw, x1 - bar, y0 - 24, f"{bar_mm:g} mm", size=16)
     return bar_mm

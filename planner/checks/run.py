@@ -116,6 +116,12 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     planning = load_image(im.source, modality=im.modality or "CT", echo=im.echo, phase=im.phase, progress=progress)
     if planning.sha256 != im.sha256:
         raise InputError(f"{im.source}: is not the CT the plan was made on (voxel hash differs)")
+    if dicom:  # said before the long work: --dicom files the check in the planning CT's study
+        from ..images import source_kind
+
+        if source_kind(im.source) != "dicom" or not planning.meta.study_instance_uid:
+            raise InputError(f"{im.source}: --dicom files the check in the planning CT's study, so the planning CT "
+                             "must be DICOM with a StudyInstanceUID; check without --dicom")
     check = load_image(check_path, series_uid, im.modality or "CT", progress)
     notes = _identity(planning, check, force)
     seg = d / STRUCTURES_FILE
@@ -182,8 +188,10 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "plan": {"procedure": plan.procedure, "trajectory_rank": best.rank, "entry": list(best.entry),
                  "target": list(best.target), "plan_sha256": file_sha256(d / "plan.json")},
-        "check_image": {"series_instance_uid": check.meta.series_instance_uid, "sha256": check.sha256,
-                        "source": check.meta.source, "corrections": list(check.meta.corrections)},
+        # with --anonymize, nothing that can name the patient: not the scan's path, not its UIDs
+        "check_image": {"series_instance_uid": "" if anonymize else check.meta.series_instance_uid,
+                        "sha256": check.sha256, "source": "" if anonymize else check.meta.source,
+                        "corrections": list(check.meta.corrections)},
         "identity": notes,
         "registration": {"check_to_planning": [[round(float(x), 6) for x in row] for row in m],
                          "quality": reg.quality, "notes": list(reg.notes),

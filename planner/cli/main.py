@@ -369,8 +369,15 @@ def cmd_view(args: argparse.Namespace) -> int:
         w, h = (int(x) for x in args.size.lower().split("x"))
     except ValueError:
         raise InputError(f"--size {args.size!r}: expected WIDTHxHEIGHT in pixels, e.g. 1500x900") from None
+    check: int | str | None = args.check.lower()
+    if check == "none":
+        check = None
+    elif check != "latest":
+        if not str(check).isdigit() or int(str(check)) < 1:
+            raise InputError(f"--check {args.check!r}: a check number (1, 2, ...), latest or none")
+        check = int(str(check))
     shot = open_viewer(args.dir, room=args.room, offscreen=args.offscreen, screenshot=args.screenshot,
-                       size=(w, h), ct_path=args.ct)
+                       size=(w, h), ct_path=args.ct, check=check)
     if shot is not None:
         print(f"wrote {shot}")
     return EXIT_OK
@@ -510,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--screenshot", help="PNG to write with --offscreen (default DIR/images/viewer.png)")
     q.add_argument("--size", default="1500x900", help="window size WIDTHxHEIGHT (default 1500x900)")
     q.add_argument("--ct", help="the CT, when plan.json's image.source no longer points to it")
+    q.add_argument("--check", default="latest",
+                   help="the check scan whose needle is shown beside the plan: its number, latest (default) or none")
     q.set_defaults(func=cmd_view)
 
     q = sub.add_parser("demo", help="run the embedded demo cases into out/demo/")
