@@ -432,3 +432,59 @@ def test_listen_receives_from_the_pacs_and_prepares_the_segmentation(orthanc, de
     cached = cached_segmentation(ct)
     assert cached is not None and "prepared in advance" in cached.notes[-1]
     assert np.array_equal(cached.mask("lung_left"), planner.segment(ct).mask("lung_left"))
+
+
+def test_the_plans_seg_and_sr_round_trip_through_the_pacs(orthanc, demo_stored, planned_from_pacs):
+    """The structures (DICOM SEG) and the trajectories (Comprehensive 3D SR, TID 1500, SCOORD3D
+    polylines) read back from the PACS with highdicom: the plan's own coordinates and masks, in
+    the CT's frame of reference; dciodvfy finds no error in either."""
+    import highdicom as hd
+
+    import planner
+
+    tmp, cfg, _ = planned_from_pacs
+    plan_dir = tmp / "plan"
+    doc = json.loads((plan_dir / "plan.json").read_text())
+    files, study, series = demo_stored
+    ct = planner.load_image(doc["image"]["source"])
+    exe = require_tool("dciodvfy", "dicom3tools")
+    for name in ("structures.dcm", "trajectories.dcm"):
+        run = subprocess.run([exe, str(plan_dir / "dicom" / name)], capture_output=True, text=True)
+        errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], (name, errors)
+    # through the PACS (pushed by the test before, or now)
+    main(["pacs", "push", "pacs", str(plan_dir), "--pacs-config", str(cfg)])
+    back = {}
+    for name in ("structures.dcm", "trajectories.dcm"):
+        uid = str(pydicom.dcmread(plan_dir / "dicom" / name, stop_before_pixels=True).SOPInstanceUID)
+        oid = orthanc.find_instance(uid)
+        assert oid is not None, name
+        back[name] = pydicom.dcmread(io.BytesIO(orthanc.instance_file(oid)))
+    # the SR: one polyline per trajectory, entry -> target as plan.json says, in the CT's frame
+    sr = hd.sr.Comprehensive3DSR.from_dataset(back["trajectories.dcm"])
+    assert sr.StudyInstanceUID == study
+    polylines = []
+
+    def walk(items):
+        for item in items:
+            if item.ValueType == "SCOORD3D":
+                polylines.append((np.asarray(item.GraphicData, float).reshape(-1, 3), item.ReferencedFrameOfReferenceUID))
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(back["trajectories.dcm"].ContentSequence)
+    assert len(polylines) == len(doc["trajectories"])
+    for t, (pts, frame) in zip(doc["trajectories"], polylines):
+        assert frame == ct.meta.frame_of_reference_uid
+        assert np.allclose(pts, [t["entry"], t["target"]], atol=1e-3)
+    # the SEG: every structure, its voxels where the plan has them, on the CT's slices
+    seg = hd.seg.Segmentation.from_dataset(back["structures.dcm"])
+    assert seg.StudyInstanceUID == study and seg.FrameOfReferenceUID == ct.meta.frame_of_reference_uid
+    structures = planner.load_structures(plan_dir / "structures.seg.nrrd", ct)
+    labels = {d.segment_label: d.segment_number for d in seg.SegmentSequence}
+    assert set(labels) == set(structures.names())
+    ct_uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
+    loaded = planner.load_structures(plan_dir / "dicom" / "structures.dcm", ct)  # our own DICOM SEG reader
+    for name in structures.names():
+        assert np.array_equal(loaded.mask(name), structures.mask(name)), name
+    assert {uids[2] for uids in seg.get_source_image_uids()} <= set(ct_uids)

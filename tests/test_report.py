@@ -214,8 +214,16 @@ def test_dicom_objects_are_in_the_cts_study_and_valid(plan_dir, ct):
 
     from planner.report.dicom_export import ENCAPSULATED_PDF, SECONDARY_CAPTURE, validate_iod
 
-    files = sorted((plan_dir / "dicom").glob("*.dcm"))
-    assert len(files) == 5  # the report and the four procedure-room views
+    all_files = sorted((plan_dir / "dicom").glob("*.dcm"))
+    # the report, the four procedure-room views, the structures (SEG) and the trajectories (SR)
+    assert sorted(f.name for f in all_files if f.name in ("structures.dcm", "trajectories.dcm")) == \
+        ["structures.dcm", "trajectories.dcm"]
+    for f in all_files:  # every one in the CT's study, a series of its own
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        assert ds.StudyInstanceUID == ct.meta.study_instance_uid and ds.PatientID == ct.meta.patient_id
+        assert ds.FrameOfReferenceUID == ct.meta.frame_of_reference_uid if "FrameOfReferenceUID" in ds else True
+    files = [f for f in all_files if f.name not in ("structures.dcm", "trajectories.dcm")]  # SEG, SR: test_pacs
+    assert len(files) == 5
     series = set()
     for f in files:
         ds = pydicom.dcmread(f)
@@ -374,11 +382,12 @@ def test_dicom_export_needs_a_dicom_ct(tmp_path, capsys):
     assert "must be given as DICOM" in capsys.readouterr().err
 
 
-def test_dicom_objects_pass_dciodvfy(plan_dir):
-    """dicom3tools' IOD verifier finds no error in any DICOM object of the report set."""
+def test_dicom_objects_pass_dciodvfy(plan_dir, anon_dir):
+    """dicom3tools' IOD verifier finds no error in any DICOM object of the report set, the
+    de-identified ones included (the SEG and SR need dummies where the profile empties a type 1)."""
     exe = require_tool("dciodvfy", "dicom3tools")
-    files = sorted((plan_dir / "dicom").glob("*.dcm"))
-    assert files
+    files = sorted((plan_dir / "dicom").glob("*.dcm")) + sorted((anon_dir / "dicom").glob("*.dcm"))
+    assert len([f for f in files if f.name in ("structures.dcm", "trajectories.dcm")]) == 4
     for f in files:
         out = subprocess.run([exe, str(f)], capture_output=True, text=True, check=False)
         errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]

@@ -245,6 +245,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"wrote {rs.pdf}, {rs.html.name}, {rs.markups[0].name}, {len(rs.meshes)} meshes"
           + (f", {len(rs.dicom)} DICOM objects in {rs.dicom[0].parent}" if rs.dicom else "")
           + (" (de-identified)" if args.anonymize else ""))
+    for note in rs.dicom_notes:
+        print(f"note: {note}")
     return EXIT_OK if plan.ok else EXIT_NO_SAFE_PATH
 
 

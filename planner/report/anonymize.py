@@ -34,6 +34,14 @@ BASIC_PROFILE: dict[str, str] = {
     "StudyInstanceUID": "U", "SeriesInstanceUID": "U", "SOPInstanceUID": "U", "FrameOfReferenceUID": "U",
     "ReferencedSOPInstanceUID": "U", "MediaStorageSOPInstanceUID": "U", "SynchronizationFrameOfReferenceUID": "U",
 }
+#: Attributes the profile allows to replace by a dummy (its "D" of "Z/D", "X/Z/D"), where an
+#: object's IOD needs a value (type 1): DICOM SEG (Enhanced General Equipment: Device Serial
+#: Number; Segmentation Image: Content Date and Time) and SR documents (SR Document General).
+DUMMIES: dict[str, dict[str, str]] = {
+    "1.2.840.10008.5.1.4.1.1.66.4": {"DeviceSerialNumber": "0", "ContentDate": "19000101", "ContentTime": "000000"},
+    "1.2.840.10008.5.1.4.1.1.88.34": {"ContentDate": "19000101", "ContentTime": "000000"},
+    "1.2.840.10008.5.1.4.1.1.88.33": {"ContentDate": "19000101", "ContentTime": "000000"},
+}
 METHOD = "DICOM PS3.15 E.1 Basic Application Confidentiality Profile"
 PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
 
@@ -79,6 +87,9 @@ def anonymize_dataset(ds: Any, uid_map: UidMap) -> Any:
                     walk(item)
 
     walk(ds)
+    for kw, dummy in DUMMIES.get(str(ds.get("SOPClassUID", "")), {}).items():
+        if not ds.get(kw):
+            setattr(ds, kw, dummy)
     if getattr(ds, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in ds.file_meta:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.PatientIdentityRemoved = "YES"

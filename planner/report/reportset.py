@@ -9,7 +9,8 @@ writes, each atomically:
 - ``images/path_*.png`` when the scene's images are absent (see :mod:`.images`);
 - ``plan.mrk.json`` and ``markups/trajectory_<rank>.mrk.json`` (3D Slicer line markups, LPS);
 - ``meshes/*.stl`` and ``meshes/plan.glb`` (structures and needles, LPS mm);
-- with ``dicom=True``: ``dicom/report.dcm`` (Encapsulated PDF) and ``dicom/sc_*.dcm`` (Secondary Capture);
+- with ``dicom=True``: ``dicom/report.dcm`` (Encapsulated PDF), ``dicom/sc_*.dcm`` (Secondary Capture),
+  ``dicom/structures.dcm`` (DICOM SEG) and ``dicom/trajectories.dcm`` (Comprehensive 3D SR, TID 1500);
 - with ``anonymize=True``: every one of these without patient identifiers (``plan.json`` too).
 """
 
@@ -46,6 +47,7 @@ class ReportSet:
     images: dict[str, Path]
     meshes: list[Path] = field(default_factory=list)
     dicom: list[Path] = field(default_factory=list)
+    dicom_notes: list[str] = field(default_factory=list)  # a DICOM object left out, and why
 
     def all(self) -> list[Path]:
         return [self.pdf, self.html, *self.markups, *self.images.values(), *self.meshes, *self.dicom]
@@ -57,7 +59,7 @@ class ReportSet:
 
         return ReportSet(m(self.plan_dir), m(self.pdf), m(self.html), [m(p) for p in self.markups],
                          {k: m(v) for k, v in self.images.items()}, [m(p) for p in self.meshes],
-                         [m(p) for p in self.dicom])
+                         [m(p) for p in self.dicom], list(self.dicom_notes))
 
 
 def identify(doc: dict[str, Any], ct: Image) -> dict[str, Any]:
@@ -155,7 +157,11 @@ def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: St
     if ref is not None:
         from .dicom_export import write_dicom
 
+        from .dicom_plan import write_plan_objects
+
         rs.dicom = write_dicom(pdf, images, ref, d / "dicom", title, uid_map)
+        more, rs.dicom_notes = write_plan_objects(d / "dicom", structures, ct, doc, uid_map)
+        rs.dicom += more
     step(steps)
     return rs
 
