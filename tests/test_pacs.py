@@ -488,3 +488,38 @@ def test_the_plans_seg_and_sr_round_trip_through_the_pacs(orthanc, demo_stored, 
     for name in structures.names():
         assert np.array_equal(loaded.mask(name), structures.mask(name)), name
     assert {uids[2] for uids in seg.get_source_image_uids()} <= set(ct_uids)
+
+
+def test_every_acknowledged_image_survives_a_killed_listener(orthanc, demo_stored, tmp_path):
+    """Images sent one by one; each success answer means the image is on disk: after SIGKILL
+    (no clean-up at all) every acknowledged one is there, whole and unchanged."""
+    import signal
+
+    from pynetdicom import AE
+
+    files = demo_stored[0][:6]
+    cfg = temporary_config(tmp_path, orthanc, listen_port=free_port())
+    listener = _Listener(cfg, tmp_path / "inbox")
+    try:
+        line = listener.wait_for("listening")
+        port = int(line.split("port=")[1].split()[0])
+        sender = AE(ae_title=orthanc.ae_title)  # a configured node's AE title
+        datasets = [pydicom.dcmread(f) for f in files]
+        sender.add_requested_context(datasets[0].SOPClassUID, datasets[0].file_meta.TransferSyntaxUID)
+        assoc = sender.associate("127.0.0.1", port, ae_title="PLANNER")
+        assert assoc.is_established
+        acknowledged = []
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            if status is not None and status.Status == 0x0000:
+                acknowledged.append(ds)
+        assoc.abort()
+        listener.proc.send_signal(signal.SIGKILL)
+        listener.proc.wait(timeout=60)
+    finally:
+        if listener.proc.poll() is None:
+            listener.proc.kill()
+    assert len(acknowledged) == len(files)
+    for ds, f in zip(acknowledged, files):
+        p = tmp_path / "inbox" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+        _same_instance(f, p)
