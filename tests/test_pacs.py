@@ -523,3 +523,30 @@ def test_every_acknowledged_image_survives_a_killed_listener(orthanc, demo_store
     for ds, f in zip(acknowledged, files):
         p = tmp_path / "inbox" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
         _same_instance(f, p)
+
+
+def test_dicom_over_tls(tmp_path, capsys):
+    """A node that speaks only DICOM TLS and requires a client certificate: reached with the
+    configuration's TLS files; without them the association fails with one clear line."""
+    require_tool("openssl", "openssl")
+    require_tool("Orthanc", "orthanc")
+    from planner.testing.orthanc import make_certificates
+
+    certs = make_certificates(tmp_path / "certs")
+    server = start_orthanc(dicomweb=False, tls={"cert": certs["server_cert"], "key": certs["server_key"],
+                                                "ca": certs["ca"]})
+    try:
+        node = f"ae_title = '{server.ae_title}'\nhost = '127.0.0.1'\nport = {server.dicom_port}\n"
+        cfg = tmp_path / "tls.toml"
+        cfg.write_text(f"timeout_s = 3\n[nodes.secure]\n{node}tls_ca = '{certs['ca']}'\n"
+                       f"tls_cert = '{certs['client_cert']}'\ntls_key = '{certs['client_key']}'\n"
+                       f"[nodes.plain]\n{node}")
+        assert main(["pacs", "echo", "secure", "--pacs-config", str(cfg)]) == 0
+        assert "secure (ORTHANC@127.0.0.1" in capsys.readouterr().out
+        assert main(["pacs", "find", "secure", "--pacs-config", str(cfg)]) == 0
+        assert "no series matches" in capsys.readouterr().out
+        assert main(["pacs", "echo", "plain", "--pacs-config", str(cfg)]) == 2
+        err = _one_error(capsys)
+        assert "PACS node plain" in err and ("aborted" in err or "did not answer" in err)
+    finally:
+        server.stop()

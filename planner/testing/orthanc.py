@@ -95,9 +95,10 @@ class Orthanc:
 
 
 def start_orthanc(ae_title: str = "ORTHANC", modalities: dict[str, tuple[str, str, int]] | None = None,
-                  timeout_s: float = 60.0, dicomweb: bool = True) -> Orthanc:
+                  timeout_s: float = 60.0, dicomweb: bool = True, tls: dict[str, Path] | None = None) -> Orthanc:
     """Start Orthanc with a fresh storage; ``modalities``: name -> (AE title, host, port) of the
-    DICOM nodes it knows (for C-MOVE destinations and accepted callers)."""
+    DICOM nodes it knows (for C-MOVE destinations and accepted callers). ``tls``: DICOM over TLS
+    only, with ``cert``, ``key`` (the server's) and ``ca`` (whose client certificates it requires)."""
     exe = find_orthanc()
     if exe is None:
         raise FileNotFoundError("Orthanc is not installed (Debian packages orthanc, orthanc-dicomweb)")
@@ -114,6 +115,10 @@ def start_orthanc(ae_title: str = "ORTHANC", modalities: dict[str, tuple[str, st
         "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb and DICOMWEB_PLUGIN.exists() else [],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
+    if tls is not None:
+        config.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls["cert"]),
+                       "DicomTlsPrivateKey": str(tls["key"]), "DicomTlsTrustedCertificates": str(tls["ca"]),
+                       "DicomTlsRemoteCertificateRequired": True})
     cfg = folder / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=1))
     proc = subprocess.Popen([exe, "--verbose", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -147,3 +152,24 @@ def temporary_config(folder: Path, orthanc: Orthanc, listen_port: int | None = N
         f'dicomweb_url = "{orthanc.dicomweb_url}"\n', "utf-8")
     return path
 
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A test CA and, signed by it, a server certificate for 127.0.0.1 and a client certificate
+    (openssl); the paths by name: ca, server_cert, server_key, client_cert, client_key."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=planner test CA",
+        "-keyout", "ca.key", "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr")
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-out", f"{name}.crt", "-extfile", f"{name}.ext")
+    return {"ca": folder / "ca.crt", "server_cert": folder / "server.crt", "server_key": folder / "server.key",
+            "client_cert": folder / "client.crt", "client_key": folder / "client.key"}
