@@ -3,6 +3,7 @@
 from .dicom import DicomScan, DicomSeries, load_dicom, load_series, scan_folder, select_series
 from .image import MAX_VOXELS, Image, ImageMeta
 from .io import load_image, save_image, source_kind
+from .pet import SuvFactors, load_pet, read_pet, resample_to, suv_factors
 
 __all__ = [
     "Image",
@@ -12,6 +13,11 @@ __all__ = [
     "DicomSeries",
     "load_dicom",
     "load_image",
+    "load_pet",
+    "read_pet",
+    "resample_to",
+    "SuvFactors",
+    "suv_factors",
     "load_series",
     "save_image",
     "scan_folder",

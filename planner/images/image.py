@@ -19,7 +19,8 @@ class ImageMeta:
 
     Empty strings mean "not recorded by the source file" (NIfTI and NRRD carry no UIDs).
     ``corrections`` lists, in words, every irregularity of the source that the loader
-    corrected (gantry tilt resampled, a missing slice interpolated, a duplicate dropped, ...).
+    corrected (gantry tilt resampled, a missing slice interpolated, a duplicate dropped, ...)
+    and every conversion of the values (a PET series in SUV, with its factors).
     """
 
     modality: str = ""
@@ -40,6 +41,9 @@ class ImageMeta:
     source: str = ""
     source_format: str = ""
     corrections: tuple[str, ...] = ()
+    #: What the voxel values measure when the modality does not say it: "SUVbw" or "SUVlbm"
+    #: (g/ml) for a PET series loaded in standardized uptake values; "" otherwise.
+    units: str = ""
 
     def replace(self, **changes: Any) -> "ImageMeta":
         """A copy with some fields changed."""
