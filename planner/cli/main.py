@@ -111,6 +111,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             result["loaded_series"] = series.uid
             result["sub_volumes"] = series_sub_volumes(series)
             image = load_series(series, str(path), progress, echo=args.echo, phase=args.phase)
+            if series.modality == "PT":
+                from ..images.pet import suv_summary
+
+                result["suv"] = suv_summary(series)
         else:
             image = load_image(path, args.series, _modality(args.modality), progress, echo=args.echo, phase=args.phase)
         result["image"] = image.describe()
@@ -177,6 +181,10 @@ def _format_info(r: dict[str, Any]) -> str:
             "  corrections     " + ("none" if not im["corrections"] else ""),
             *[f"    - {c}" for c in im["corrections"]],
         ]
+    if r.get("suv"):
+        from ..images.pet import format_suv_summary
+
+        lines += ["SUV (PET):", *[f"  {line}" for line in format_suv_summary(r["suv"])]]
     return "\n".join(lines)
 
 
@@ -187,7 +195,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(f"{args.output}: output must end in .nii, .nii.gz or .nrrd")
     progress = _Progress()
     try:
-        image = load_image(args.path, args.series, _modality(args.modality), progress, echo=args.echo, phase=args.phase)
+        if args.suv:
+            from ..images.pet import load_pet
+
+            if args.modality not in (None, "PT", "pt") or args.echo is not None:
+                raise InputError("--suv loads a PET (PT) series: leave out --modality and --echo")
+            image = load_pet(args.path, args.suv, args.series, progress, phase=args.phase)
+        else:
+            image = load_image(args.path, args.series, _modality(args.modality or "CT"), progress, echo=args.echo,
+                               phase=args.phase)
     finally:
         progress.close()
     save_image(image, args.output)
@@ -432,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD")
     q.add_argument("output", help="output file: .nii, .nii.gz or .nrrd")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
-    q.add_argument("--modality", default="CT", help="modality required (default CT; 'any' for any)")
+    q.add_argument("--modality", help="modality required (default CT; 'any' for any)")
+    q.add_argument("--suv", nargs="?", const="bw", choices=("bw", "lbm"),
+                   help="a PET (PT) series in SUV: bw body weight (the default), lbm lean body mass (SUL)")
     _add_sub_volume_options(q)
     q.set_defaults(func=cmd_convert)
 
