@@ -528,7 +528,12 @@ def _bqml_factors(headers, paths, kind, common, notes, need_weight, need_lbm) ->
                 x = lam * dur_ms / 1000.0
                 in_frame = x / -math.expm1(-x)
                 d0 = dose * 2.0 ** (-(t0 - injection).total_seconds() / half)
-                ipp = tuple(float(v) for v in (h.get("ImagePositionPatient", None) or (0.0, 0.0, 0.0)))
+                try:
+                    ipp = tuple(float(v) for v in h.get("ImagePositionPatient", None))
+                    if len(ipp) != 3 or not all(math.isfinite(v) for v in ipp):
+                        raise ValueError
+                except (TypeError, ValueError):
+                    raise _refuse(str(p), f"{_named('ImagePositionPatient')} is missing or not three numbers") from None
                 per.append((ipp, t0, d0, weight * 1000.0 / d0 * in_frame))
             first = min(per, key=lambda r: r[1])
             notes.append("each image decay-corrected to its own frame start (AcquisitionTime) and for the decay "
