@@ -241,14 +241,15 @@ class SuvFactors:
         return f"values in {self.label} (g/ml), from Units {self.units}: {how}" + (
             f" ({'; '.join(extra)})" if extra else "")
 
-    def lines(self) -> list[str]:
-        """``planner info``'s lines."""
+    def lines(self, details: bool = True) -> list[str]:
+        """``planner info``'s lines; without ``details`` the dose and times are left out (they
+        are the body-weight factors' own, printed just before)."""
         out = [f"{SUV_WORDS[self.kind]}: SUV = value x {self.factor:.6g}" + (
             " (first image; per image below)" if self.slice_factors else "") + f"   [Units {self.units}]"]
         if self.units == "GML":
             out.append("  the file's values are SUV already (Units GML): taken as they are"
                        + (", times the lean body mass over the weight" if self.factor != 1.0 else ""))
-        if self.units == "BQML":
+        if self.units == "BQML" and details:
             out.append(f"  decay correction {self.decay_correction}: values refer to "
                        f"{self.reference_time or 'each frame start'} ({self.reference_source})")
             out.append(f"  injected {self.dose_bq / 1e6:.4g} MBq ({_named('RadionuclideTotalDose')}) at "
@@ -820,7 +821,7 @@ def suv_summary(series: Any) -> dict[str, Any]:
         except InputError as exc:
             out[kind] = {"error": one_line(exc)}
             continue
-        out[kind] = {"factors": f.to_dict(), "lines": f.lines()}
+        out[kind] = {"factors": f.to_dict(), "lines": f.lines(details=kind == "bw" or "error" in out.get("bw", {}))}
     return out
 
 
