@@ -9,8 +9,8 @@ plus RescaleIntercept, Units BQML), ``W`` the patient's weight in grams (Patient
 times 1000), ``D_ref`` the injected activity (RadionuclideTotalDose, Bq, at the injection time
 RadiopharmaceuticalStartDateTime, or RadiopharmaceuticalStartTime on the SeriesDate) decayed
 to the time the image values refer to: ``D_ref = D * 2 ** (-(t_ref - t_inj) / T_half)``
-(RadionuclideHalfLife, s). ``t_ref`` follows DecayCorrection (0054,1102), DICOM PS3.3
-C.8.9.1.1.6 "PET Series": START, the images are decay-corrected to the series reference time
+(RadionuclideHalfLife, s). ``t_ref`` follows DecayCorrection (0054,1102) of the PET Series module
+(DICOM PS3.3 C.8.9.1): START, the images are decay-corrected to the series reference time
 SeriesDate/SeriesTime (taken as the QIBA FDG-PET/CT Profile's vendor-neutral pseudo-code,
 Appendix G, takes it: the SeriesDate/SeriesTime when it is not after the earliest
 AcquisitionDate/AcquisitionTime of the series, else that earliest acquisition start, which
