@@ -283,8 +283,10 @@ class PlanningSession:
         return reference_header(src, self.image.meta.series_instance_uid)
 
     def write_into(self, plan: Plan, staging: Path, *, dicom_reference: Any = None, anonymize: bool = False,
-                   progress: Progress | None = None) -> Any:
-        """Every file of the plan folder into ``staging`` (an empty folder); ``plan.json`` once."""
+                   progress: Progress | None = None, report: bool = True) -> Any:
+        """Every file of the plan folder into ``staging`` (an empty folder); ``plan.json`` once.
+        Without ``report``: plan.json, the structures and the risk maps only (no report set; None
+        is returned)."""
         from .report import write_report_set
         from .report.anonymize import anonymize_plan, new_uid_map
 
@@ -303,14 +305,16 @@ class PlanningSession:
             if result.trajectories and result.trajectories[0].probe is not None:
                 name = "probe_plane.png" if n == 0 else f"probe_plane_{n + 1}.png"
                 write_probe_view(self.image, result.trajectories[0], staging / "images" / name)
+        if not report:
+            return None
         first = plan.resolved[0] if plan.resolved else None
         return write_report_set(staging, self.image, self.structures, doc=doc, dicom_reference=dicom_reference,
                                 uid_map=uid_map, target=first, body=self.body, progress=progress)
 
 
 def plan_and_write(request: PlanRequest, out: str | os.PathLike[str], *, dicom: bool = False, anonymize: bool = False,
-                   also: Callable[[Path], Any] | None = None, progress: Progress | None = None
-                   ) -> tuple[PlanningSession, Plan, Any]:
+                   also: Callable[[Path], Any] | None = None, progress: Progress | None = None,
+                   report: bool = True) -> tuple[PlanningSession, Plan, Any]:
     """What ``planner plan`` does: check the request and ``out`` before any work, open the
     session, plan, and write the whole plan folder as one piece (a run that fails or is killed
     leaves the previous plan folder as it was). Returns the session, the plan and its
@@ -327,11 +331,12 @@ def plan_and_write(request: PlanRequest, out: str | os.PathLike[str], *, dicom: 
         session = PlanningSession.open(request, progress)
         plan = session.plan(request.targets, n_best=request.n_best, progress=progress)
         ref = session._dicom_reference() if dicom else None
-        rs = session.write_into(plan, staging, dicom_reference=ref, anonymize=anonymize, progress=progress)
+        rs = session.write_into(plan, staging, dicom_reference=ref, anonymize=anonymize, progress=progress,
+                                report=report)
         if also is not None:
             also(staging)
     plan.folder = dest
-    return session, plan, rs.moved(staging, dest)
+    return session, plan, (rs.moved(staging, dest) if rs is not None else None)
 
 
 def write_probe_view(image: Image, trajectory: Any, path: Path, pixel_mm: float = 0.2) -> Path:

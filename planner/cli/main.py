@@ -512,9 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--anonymize", action="store_true", help="leave the patient's identifiers out of what is written")
     q.set_defaults(func=cmd_check)
 
+    from .batch import add_commands as add_batch
     from .pacs import add_commands
 
     add_commands(sub)
+    add_batch(sub)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
     q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT)")

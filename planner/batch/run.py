@@ -1,0 +1,189 @@
+"""``planner batch MANIFEST.csv --out DIR``: a cohort planned on a Dask cluster.
+
+- The manifest is checked whole first (:mod:`.manifest`).
+- Each row's inputs are summed up in an *input key*: the content hashes of its CT and structures,
+  its options, the preset file's hash, and the package's version and segmentation code. A row
+  whose record (``DIR/records/``) has the same key and whose plan folder is there is skipped;
+  anything changed re-runs only the rows it touches.
+- On the cluster (a ``distributed.LocalCluster`` of ``--workers`` processes, one thread each,
+  ``--memory-per-worker`` each; or any scheduler by ``--scheduler ADDRESS``): one task per CT to
+  be segmented (the segmentation kept by voxel hash, shared by the cases on it), then one task
+  per row, which runs the same planning code as ``planner plan`` into ``DIR/cases/CASE/KEY``.
+  Workers read the scans from their paths: nothing large goes through the scheduler. A failing
+  row records its error and the others go on; the tasks of a worker that dies are run again
+  elsewhere (Dask's own resilience).
+- Results: ``DIR/results.csv`` and ``DIR/results.parquet`` (a row per manifest row, in manifest
+  order), ``DIR/summary.html`` with its plots, and the failures listed with their reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import InputError
+from .manifest import Row, read_manifest
+from .tasks import content_hash, plan_case, prepare_ct, record_path
+
+DEFAULT_MEMORY = "6GiB"
+#: The columns of the results table, in order.
+COLUMNS = ("case_id", "line", "procedure", "target", "feasible", "error", "depth_mm", "needle", "limiting",
+           "limiting_structure", "risk_factors", "n_risk_factors", "lung_mm", "fissures", "pleura_crossings",
+           "emphysema_mm", "min_clearance_excess_mm", "patient_position", "region", "target_label",
+           "target_diameter_mm", "n_candidates", "ruled_out", "seconds", "skipped", "folder")
+
+
+def _algorithm() -> str:
+    from .. import __version__
+    from ..anatomy.cache import algorithm_id
+
+    return f"{__version__}:{algorithm_id()}"
+
+
+def input_key(row: Row, hashes: dict[str, str], report: bool) -> str:
+    """The digest of everything a row's plan depends on."""
+    from ..planning.presets import load_preset
+
+    def h(p: str | None) -> str | None:
+        if p is None:
+            return None
+        if p.startswith("pacs:"):
+            return p  # a series UID names its content (the cache checks the instances)
+        if p not in hashes:
+            hashes[p] = content_hash(p)
+        return hashes[p]
+
+    preset = load_preset(row.procedure, row.approach)
+    doc = {"ct": h(row.ct), "structures": h(row.structures), "options": row.options(), "preset": preset.sha256,
+           "algorithm": _algorithm(), "report": report}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _done(out: Path, row: Row, key: str, retry_failed: bool = False) -> dict[str, Any] | None:
+    p = record_path(out, row.case_id, row.key)
+    try:
+        rec = json.loads(p.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if rec.get("input_key") != key or "internal error" in str(rec.get("error", "")):
+        return None
+    if retry_failed and rec.get("error"):
+        return None
+    if rec.get("feasible") is not None and not (out / row.folder / "plan.json").is_file():
+        return None
+    return rec
+
+
+class _Progress:
+    def __init__(self, total: int, out: TextIO):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="cases", unit="case", file=out, disable=None, leave=True)
+        self.failed = 0
+
+    def update(self, done: int, running: int, failed: int) -> None:
+        self.bar.n = done
+        self.bar.set_postfix(failed=failed, running=running, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _cluster(scheduler: str | None, workers: int, memory: str) -> tuple[Any, Any, str]:
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise InputError(f"--scheduler {scheduler}: cannot reach it ({exc})") from None
+        return client, None, f"scheduler {scheduler}"
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory,
+                           dashboard_address="127.0.0.1:0", host="127.0.0.1")
+    return Client(cluster), cluster, f"local cluster of {workers} worker processes, {memory} each"
+
+
+def run_batch(manifest: str | os.PathLike[str], out: str | os.PathLike[str], *, scheduler: str | None = None,
+              workers: int = 2, memory: str = DEFAULT_MEMORY, report: bool = False,
+              pacs_config: str | None = None, stream: TextIO | None = None,
+              retry_failed: bool = False) -> dict[str, Any]:
+    """Plan every row of ``manifest`` into ``out``; returns the counts (planned, skipped, failed).
+    A row that failed with the same inputs is skipped too (its failure stands) unless
+    ``retry_failed`` (e.g. after a PACS node was unreachable)."""
+    stream = stream or sys.stderr
+    rows = read_manifest(manifest)  # every bad row said before any work
+    if workers < 1:
+        raise InputError(f"--workers {workers}: at least 1")
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise InputError(f"{d}: --out is a file")
+    (d / "records").mkdir(parents=True, exist_ok=True)
+    hashes: dict[str, str] = {}
+    keys = {r.line: input_key(r, hashes, report) for r in rows}
+    todo = [r for r in rows if _done(d, r, keys[r.line], retry_failed) is None]
+    counts = {"rows": len(rows), "skipped": len(rows) - len(todo), "planned": 0, "failed": 0}
+    print(f"{len(rows)} rows; {counts['skipped']} unchanged since the last run (skipped); {len(todo)} to plan",
+          file=stream, flush=True)
+    if todo:
+        _run(todo, d, keys, scheduler, workers, memory, report, pacs_config, stream, counts)
+    records = []
+    for r in rows:
+        rec = json.loads(record_path(d, r.case_id, r.key).read_text("utf-8"))
+        rec["skipped"] = r not in todo
+        rec["target"] = f"{r.target_kind}:{r.target_value}"
+        rec["line"] = r.line
+        records.append(rec)
+    from .summary import write_results
+
+    write_results(d, records, COLUMNS)
+    counts["failed_total"] = sum(1 for rec in records if rec.get("error"))
+    return counts
+
+
+def _run(todo: list[Row], d: Path, keys: dict[int, str], scheduler: str | None, workers: int, memory: str,
+         report: bool, pacs_config: str | None, stream: TextIO, counts: dict[str, int]) -> None:
+    from distributed import as_completed
+
+    client, cluster, what = _cluster(scheduler, workers, memory)
+    try:
+        print(f"on a {what}; dashboard {client.dashboard_link}", file=stream, flush=True)
+        prepared: dict[tuple[str, str], Any] = {}
+        for r in todo:
+            if r.structures is None and r.modality == "CT" and (r.ct, r.modality) not in prepared:
+                prepared[(r.ct, r.modality)] = client.submit(prepare_ct, r.ct, r.modality, pacs_config, pure=False,
+                                                             key=f"prepare-{hashlib.sha1(r.ct.encode()).hexdigest()}",
+                                                             priority=10)
+        futures = []
+        for r in todo:
+            row = {**asdict(r), "key": r.key, "folder": r.folder}
+            row.pop("raw", None)
+            futures.append(client.submit(plan_case, row, str(d), keys[r.line], report, pacs_config,
+                                         prepared.get((r.ct, r.modality)), pure=False,
+                                         key=f"case-{r.case_id}-{r.key}"))
+        progress = _Progress(len(futures), stream)
+        done = 0
+        t0 = time.perf_counter()
+        try:
+            for future in as_completed(futures):
+                rec = future.result()
+                done += 1
+                counts["planned"] += 1
+                if rec.get("error"):
+                    counts["failed"] += 1
+                progress.update(done, len(futures) - done, counts["failed"])
+        finally:
+            progress.close()
+        rate = done / max(time.perf_counter() - t0, 1e-9) * 60
+        print(f"planned {done} rows ({counts['failed']} failed) at {rate:.1f} cases per minute", file=stream,
+              flush=True)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

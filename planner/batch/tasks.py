@@ -1,0 +1,153 @@
+"""What a Dask worker runs for a cohort: each function reads its scans from their paths (nothing
+large goes through the scheduler) and returns a small record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_json_atomic
+from ..errors import PlannerError
+
+#: Structure classes a target's region is named by, most specific first.
+_REGION_CLASSES = ("lobe", "target", "fluid", "organ", "lung", "bone", "muscle")
+
+
+def content_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names and bytes, in name order)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    for f in files:
+        h.update(str(f.relative_to(p) if f != p else f.name).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _local_ct(ct: str, pacs_config: str | None) -> str:
+    if not ct.startswith("pacs:"):
+        return ct
+    from ..pacs.cache import fetch_series
+    from ..pacs.config import load_config
+
+    _, node, series = ct.split(":", 2)
+    cfg = load_config(pacs_config)
+    folder, _ = fetch_series(cfg, cfg.node(node), series)
+    return str(folder)
+
+
+def prepare_ct(ct: str, modality: str, pacs_config: str | None = None) -> dict[str, Any]:
+    """Load a CT and keep its automatic segmentation by voxel hash (planner.anatomy.cache), so that
+    the cases on it, on any worker, reuse it; returns what was done."""
+    from ..anatomy.autoseg import segment_ct
+    from ..anatomy.cache import cached_segmentation, store_segmentation
+    from ..images import load_image
+
+    t = time.perf_counter()
+    try:
+        image = load_image(_local_ct(ct, pacs_config), None, modality)
+        if cached_segmentation(image) is None:
+            store_segmentation(image, segment_ct(image), source=str(ct))
+            done = "segmented"
+        else:
+            done = "already segmented"
+        return {"ct": ct, "ok": True, "done": done, "seconds": round(time.perf_counter() - t, 1)}
+    except PlannerError as exc:  # said by each case on this CT, with the same reason
+        from ..images.quiet import one_line
+
+        return {"ct": ct, "ok": False, "error": one_line(exc)}
+
+
+def _region(session: Any, point: Any, near_mm: float = 15.0) -> str:
+    """Where a target lies: the lobe, organ, lung (or fluid, bone, muscle) that holds it or, for a
+    lesion segmented out of its lobe, the nearest one within ``near_mm``; "" when none."""
+    import numpy as np
+
+    from ..planning.verify import structure_distance
+
+    p = np.asarray(point, float)
+    ijk = np.rint(session.image.lps_to_ijk(p)).astype(int)[::-1]
+    best: tuple[float, int, str] = (np.inf, len(_REGION_CLASSES), "")
+    for s in session.structures:
+        cls = getattr(s.cls, "value", str(s.cls))
+        if cls not in _REGION_CLASSES or cls == "target":
+            continue
+        loc = ijk - np.asarray(s.offset)
+        inside = bool(np.all(loc >= 0) and np.all(loc < s.mask.shape) and s.mask[tuple(loc)])
+        d = 0.0 if inside else structure_distance(session.structures, s.name, p, p, near_mm)
+        if d is None:
+            continue
+        key = (round(float(d), 1), _REGION_CLASSES.index(cls), s.name)
+        if key < best:
+            best = key
+    return best[2]
+
+
+def summarize(plan: Any, session: Any) -> dict[str, Any]:
+    """The figures of a plan a cohort table holds (the best trajectory's, and why others failed)."""
+    block = plan.targets[0]
+    out: dict[str, Any] = {
+        "feasible": bool(block.ok), "status": block.status, "target_label": block.target.label,
+        "target_how": block.target.how, "target_diameter_mm": block.target.diameter_mm,
+        "region": _region(session, block.target.point), "n_candidates": block.n_candidates,
+        "ruled_out": json.dumps({k: round(v / max(block.n_candidates, 1), 4) for k, v in block.rejected.items()}),
+        "depth_mm": None, "needle": None, "limiting": None, "limiting_structure": None, "risk_factors": "",
+        "n_risk_factors": 0, "lung_mm": None, "fissures": None, "pleura_crossings": None, "emphysema_mm": None,
+        "min_clearance_excess_mm": None, "patient_position": None,
+    }
+    if block.trajectories:
+        t = block.trajectories[0].to_json()
+        m = t.get("metrics", {})
+        limiting = str(t.get("limiting", ""))
+        out.update({
+            "depth_mm": t["length_mm"], "needle": f"{t['needle']['gauge']} {t['needle']['length_mm']:.0f} mm",
+            "limiting": limiting,
+            "limiting_structure": limiting.split("closest: ")[1].split(" at ")[0] if "closest: " in limiting else "",
+            "risk_factors": "; ".join(t.get("risk_factors", [])), "n_risk_factors": len(t.get("risk_factors", [])),
+            "lung_mm": m.get("lung_mm"), "fissures": m.get("fissures"), "pleura_crossings": m.get("pleura_crossings"),
+            "emphysema_mm": m.get("emphysema_mm"), "min_clearance_excess_mm": m.get("min_clearance_excess_mm"),
+            "patient_position": t.get("patient_position"),
+        })
+    return out
+
+
+def plan_case(row: dict[str, Any], out_dir: str, input_key: str, report: bool, pacs_config: str | None = None,
+              prepared: Any = None) -> dict[str, Any]:
+    """Plan one row with the same code as ``planner plan`` into its plan folder; its record (also
+    written to ``records/``) says the figures, or the error."""
+    from ..images.quiet import one_line
+    from ..session import PlanRequest, TargetSpec, plan_and_write
+
+    t = time.perf_counter()
+    out = Path(out_dir)
+    record: dict[str, Any] = {"case_id": row["case_id"], "line": row["line"], "key": row["key"],
+                              "folder": row["folder"], "input_key": input_key, "procedure": row["procedure"],
+                              "ct": row["ct"], "feasible": None, "error": ""}
+    try:
+        if isinstance(prepared, dict) and not prepared.get("ok", True):
+            raise PlannerError(prepared["error"])
+        request = PlanRequest(_local_ct(row["ct"], pacs_config), row["procedure"],
+                              [TargetSpec(row["target_kind"], row["target_value"])], structures=row["structures"],
+                              modality=row["modality"], approach=row["approach"], side=row["side"])
+        session, plan, _ = plan_and_write(request, out / row["folder"], report=report)
+        record.update(summarize(plan, session))
+    except PlannerError as exc:
+        record["error"] = one_line(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug in one case must not stop the cohort: recorded whole
+        record["error"] = f"internal error (a bug): {one_line(exc)}"
+        record["traceback"] = traceback.format_exc()
+    record["seconds"] = round(time.perf_counter() - t, 2)
+    record["worker_pid"] = os.getpid()
+    write_json_atomic(record, record_path(out, row["case_id"], row["key"]))
+    return record
+
+
+def record_path(out: Path, case_id: str, key: str) -> Path:
+    return out / "records" / f"{case_id}__{key}.json"
