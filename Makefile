@@ -6,13 +6,17 @@ BIN    := $(VENV)/bin
 STAMP      := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 TEST_STAMP := $(VENV)/.installed-test-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test install install-test benchmarks fuzz assets clean
+.PHONY: demo test test-long install install-test benchmarks fuzz assets clean
 
 demo: $(STAMP)
 	$(BIN)/planner demo
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 -m "not long" tests
+
+# The long campaigns (e.g. the 60-target cohort on a Dask cluster), left out of make test.
+test-long: $(TEST_STAMP)
+	$(BIN)/python -m pytest -m long tests
 
 benchmarks: $(TEST_STAMP)
 	$(BIN)/python benchmarks/load.py

@@ -46,7 +46,7 @@ def _algorithm() -> str:
     return f"{__version__}:{algorithm_id()}"
 
 
-def input_key(row: Row, hashes: dict[str, str], report: bool) -> str:
+def input_key(row: Row, hashes: dict[str, str], report: bool, n_best: int = 1) -> str:
     """The digest of everything a row's plan depends on."""
     from ..planning.presets import load_preset
 
@@ -61,7 +61,7 @@ def input_key(row: Row, hashes: dict[str, str], report: bool) -> str:
 
     preset = load_preset(row.procedure, row.approach)
     doc = {"ct": h(row.ct), "structures": h(row.structures), "options": row.options(), "preset": preset.sha256,
-           "algorithm": _algorithm(), "report": report}
+           "algorithm": _algorithm(), "report": report, "n_best": n_best}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -101,7 +101,7 @@ def _cluster(scheduler: str | None, workers: int, memory: str) -> tuple[Any, Any
 
     if scheduler:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout="10s")
         except OSError as exc:
             raise InputError(f"--scheduler {scheduler}: cannot reach it ({exc})") from None
         return client, None, f"scheduler {scheduler}"
@@ -113,10 +113,12 @@ def _cluster(scheduler: str | None, workers: int, memory: str) -> tuple[Any, Any
 def run_batch(manifest: str | os.PathLike[str], out: str | os.PathLike[str], *, scheduler: str | None = None,
               workers: int = 2, memory: str = DEFAULT_MEMORY, report: bool = False,
               pacs_config: str | None = None, stream: TextIO | None = None,
-              retry_failed: bool = False) -> dict[str, Any]:
+              retry_failed: bool = False, n_best: int = 1, on_record: Any = None) -> dict[str, Any]:
     """Plan every row of ``manifest`` into ``out``; returns the counts (planned, skipped, failed).
     A row that failed with the same inputs is skipped too (its failure stands) unless
-    ``retry_failed`` (e.g. after a PACS node was unreachable)."""
+    ``retry_failed`` (e.g. after a PACS node was unreachable). ``n_best``: trajectories kept per
+    target (the table holds the best one's figures). ``on_record(record)`` is called as each row
+    is done."""
     stream = stream or sys.stderr
     rows = read_manifest(manifest)  # every bad row said before any work
     if workers < 1:
@@ -126,13 +128,15 @@ def run_batch(manifest: str | os.PathLike[str], out: str | os.PathLike[str], *, 
         raise InputError(f"{d}: --out is a file")
     (d / "records").mkdir(parents=True, exist_ok=True)
     hashes: dict[str, str] = {}
-    keys = {r.line: input_key(r, hashes, report) for r in rows}
+    if not isinstance(n_best, int) or n_best < 1:
+        raise InputError(f"--n {n_best!r}: at least one trajectory must be kept")
+    keys = {r.line: input_key(r, hashes, report, n_best) for r in rows}
     todo = [r for r in rows if _done(d, r, keys[r.line], retry_failed) is None]
     counts = {"rows": len(rows), "skipped": len(rows) - len(todo), "planned": 0, "failed": 0}
     print(f"{len(rows)} rows; {counts['skipped']} unchanged since the last run (skipped); {len(todo)} to plan",
           file=stream, flush=True)
     if todo:
-        _run(todo, d, keys, scheduler, workers, memory, report, pacs_config, stream, counts)
+        _run(todo, d, keys, scheduler, workers, memory, report, pacs_config, stream, counts, n_best, on_record)
     records = []
     for r in rows:
         rec = json.loads(record_path(d, r.case_id, r.key).read_text("utf-8"))
@@ -148,7 +152,8 @@ def run_batch(manifest: str | os.PathLike[str], out: str | os.PathLike[str], *, 
 
 
 def _run(todo: list[Row], d: Path, keys: dict[int, str], scheduler: str | None, workers: int, memory: str,
-         report: bool, pacs_config: str | None, stream: TextIO, counts: dict[str, int]) -> None:
+         report: bool, pacs_config: str | None, stream: TextIO, counts: dict[str, int], n_best: int = 1,
+         on_record: Any = None) -> None:
     from distributed import as_completed
 
     client, cluster, what = _cluster(scheduler, workers, memory)
@@ -165,7 +170,7 @@ def _run(todo: list[Row], d: Path, keys: dict[int, str], scheduler: str | None, 
             row = {**asdict(r), "key": r.key, "folder": r.folder}
             row.pop("raw", None)
             futures.append(client.submit(plan_case, row, str(d), keys[r.line], report, pacs_config,
-                                         prepared.get((r.ct, r.modality)), pure=False,
+                                         prepared.get((r.ct, r.modality)), n_best, pure=False,
                                          key=f"case-{r.case_id}-{r.key}"))
         progress = _Progress(len(futures), stream)
         done = 0
@@ -173,6 +178,8 @@ def _run(todo: list[Row], d: Path, keys: dict[int, str], scheduler: str | None, 
         try:
             for future in as_completed(futures):
                 rec = future.result()
+                if on_record is not None:
+                    on_record(rec)
                 done += 1
                 counts["planned"] += 1
                 if rec.get("error"):

@@ -119,7 +119,7 @@ def summarize(plan: Any, session: Any) -> dict[str, Any]:
 
 
 def plan_case(row: dict[str, Any], out_dir: str, input_key: str, report: bool, pacs_config: str | None = None,
-              prepared: Any = None) -> dict[str, Any]:
+              prepared: Any = None, n_best: int = 1) -> dict[str, Any]:
     """Plan one row with the same code as ``planner plan`` into its plan folder; its record (also
     written to ``records/``) says the figures, or the error."""
     from ..images.quiet import one_line
@@ -135,7 +135,7 @@ def plan_case(row: dict[str, Any], out_dir: str, input_key: str, report: bool, p
             raise PlannerError(prepared["error"])
         request = PlanRequest(_local_ct(row["ct"], pacs_config), row["procedure"],
                               [TargetSpec(row["target_kind"], row["target_value"])], structures=row["structures"],
-                              modality=row["modality"], approach=row["approach"], side=row["side"])
+                              modality=row["modality"], approach=row["approach"], side=row["side"], n_best=n_best)
         session, plan, _ = plan_and_write(request, out / row["folder"], report=report)
         record.update(summarize(plan, session))
     except PlannerError as exc:

@@ -12,7 +12,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     counts = run_batch(args.manifest, args.out, scheduler=args.scheduler, workers=args.workers,
                        memory=args.memory_per_worker, report=args.report == "full", pacs_config=args.pacs_config,
-                       stream=sys.stderr, retry_failed=args.retry_failed)
+                       stream=sys.stderr, retry_failed=args.retry_failed, n_best=args.n)
     print(f"{counts['rows']} rows: {counts['planned']} planned now ({counts['failed']} failed), {counts['skipped']} "
           f"skipped (unchanged); {counts['failed_total']} failed in all (see {args.out}/summary.html); results in "
           f"{args.out}/results.csv and results.parquet")
@@ -35,6 +35,9 @@ def add_commands(sub: Any) -> None:
                    help="none (default): plan.json, structures and risk map per case; full: the whole report set "
                         "as planner plan writes it")
     q.add_argument("--pacs-config", metavar="PATH", help="PACS nodes, for ct given as pacs:NODE:SERIES")
+    q.add_argument("--n", type=int, default=1,
+                   help="trajectories kept per target (default 1: the table holds the best one's figures; "
+                        "planner plan keeps 5)")
     q.add_argument("--retry-failed", action="store_true",
                    help="run again the rows that failed last time although their inputs did not change")
     q.set_defaults(func=cmd_batch)
