@@ -27,6 +27,7 @@ benchmarks: $(TEST_STAMP)
 	$(BIN)/python benchmarks/needle.py
 	$(BIN)/python benchmarks/check.py
 	$(BIN)/python benchmarks/pacs.py
+	$(BIN)/python benchmarks/batch.py
 
 # A longer fuzzing campaign of every file reader (5 minutes; e.g. FUZZ_ARGS="nrrd markups -n 5000").
 fuzz: $(TEST_STAMP)
