@@ -127,7 +127,7 @@ def _summary(d: Path, records: list[dict[str, Any]]) -> None:
             plots.append(("Limiting structures", _plot(d / "summary_limiting.png", lim)))
     n_feasible = sum(1 for r in ran if r.get("feasible"))
     esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Cohort summary</title><style>"
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Cohort summary</title><style>"
              "body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}"
              "td,th{border:1px solid #bbb;padding:2px 6px;font-size:90%}</style></head><body>",
              "<h1>Cohort summary</h1>",
