@@ -82,6 +82,8 @@ class PlanRequest:
     side: str | None = None
     n_best: int = 5
     fissure_points: str | os.PathLike[str] | None = None
+    pet: str | os.PathLike[str] | None = None  # a PET series (same frame of reference as the CT), in SUV
+    avid: bool = False  # aim at the lesion's most avid part (SUVpeak) instead of its deepest point
 
     def check(self) -> tuple[Preset, Any]:
         """The preset, and the fissure points when given; InputError for anything that cannot work."""
@@ -99,6 +101,13 @@ class PlanRequest:
                              "Hounsfield units only); segment the MR in 3D Slicer or TotalSegmentator's MR task")
         if self.modality == "MR" and any(t.kind == "seed" for t in self.targets):
             raise InputError("--seed segments a lesion by CT density; on MR give --target X,Y,Z or --target-label")
+        if self.avid and self.pet is None:
+            raise InputError("--avid aims at the most avid part of the lesion on PET: give the PET with --pet PATH")
+        if self.avid and any(t.kind not in ("label", "seed") for t in self.targets):
+            raise InputError("--avid needs a lesion target: --target-label NAME (with --structures) or --seed X,Y,Z, "
+                             "not a bare point or a joint")
+        if self.pet is not None and not Path(self.pet).exists():
+            raise InputError(f"{self.pet}: no such file or folder (--pet)")
         points = None
         if self.fissure_points is not None:
             if self.structures is not None:
@@ -144,6 +153,19 @@ class PlanningSession:
         self._fit_warnings: list[str] | None = None
         self.echo: int | None = None  # the echo / phase the image was loaded with, when asked for
         self.phase: int | None = None
+        self.pet: Any = None  # a PlanPet: the PET in SUV on this image's grid (see attach_pet)
+        self.avid = False  # lesion targets aim at their SUVpeak
+
+    def attach_pet(self, path: str | os.PathLike[str], avid: bool = False, progress: Progress | None = None) -> None:
+        """Load a PET in SUV and put it on this image's grid once (same frame of reference, else
+        refused); with ``avid``, lesion targets aim at their most avid part."""
+        from .planning.pet_plan import PlanPet
+
+        from .planning.pet_plan import core_length_mm
+
+        self.pet = PlanPet.load(path, self.image, progress)
+        self.pet.core_length_mm = core_length_mm(self.preset)[0]
+        self.avid = avid
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -174,6 +196,8 @@ class PlanningSession:
                       structures_source=source, imported=request.structures is not None)
         session.echo, session.phase = request.echo, request.phase
         session.check_structures()
+        if request.pet is not None:
+            session.attach_pet(request.pet, request.avid, progress)
         return session
 
     @property
@@ -199,12 +223,15 @@ class PlanningSession:
         if spec.kind == "point":
             return target_at_point(self.image, spec.point())
         if spec.kind == "seed":
-            return target_from_seed(self.image, spec.point())
+            return self._avid(target_from_seed(self.image, spec.point()))
         if spec.kind == "label":
-            return target_from_structure(self.image, self.structures, str(spec.value))
+            return self._avid(target_from_structure(self.image, self.structures, str(spec.value)))
         from .anatomy.joints import joint_target
 
         return joint_target(self.image, self.structures, str(spec.value))
+
+    def _avid(self, target: Target) -> Target:
+        return self.pet.avid_target(target) if self.avid and self.pet is not None else target
 
     # -- planning ------------------------------------------------------------------------------
     def _context(self, point: np.ndarray) -> Any:
@@ -232,8 +259,12 @@ class PlanningSession:
             if progress is not None:
                 progress(n, len(resolved), "planning")
             point = np.asarray(target.point, float)
-            result = plan_target(self.image, self.structures, target, self.preset, self.body, n_best=n_best,
+            rerank = self.avid and self.pet is not None and target.how.endswith("+avid")
+            result = plan_target(self.image, self.structures, target, self.preset, self.body,
+                                 n_best=n_best * 4 if rerank else n_best,
                                  context=self._context(point), side=self.side, entry_near=entry_near)
+            if rerank:
+                self.pet.rerank(result, target, n_best)  # by the SUV each core samples
             for t in result.trajectories:
                 describe(t, self.structures, self.preset, target.label, target.diameter_mm)
             trajectories = []
@@ -249,6 +280,8 @@ class PlanningSession:
         extra = plan_extras(self.image, self.preset, results[0], self.structures_source, self.structures.notes)
         extra.update(plan_identity(self.image, self.preset.title))
         extra["room_definition"] = ROOM_DEFINITION
+        if self.pet is not None:
+            extra["pet"] = self.pet.summary(resolved, results, self.preset, self.avid)
         m = self.image.meta
         plan = Plan(
             image=ImageRef(m.series_instance_uid, self.image.sha256, m.source, m.study_instance_uid,

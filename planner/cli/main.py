@@ -244,7 +244,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     request = PlanRequest(args.ct, args.procedure, [TargetSpec(kind, text) for kind, text in args.targets],
                           structures=args.structures, series_uid=args.series, modality=args.modality,
                           echo=args.echo, phase=args.phase, approach=args.approach, side=args.side, n_best=args.n,
-                          fissure_points=args.fissure_points)
+                          fissure_points=args.fissure_points, pet=getattr(args, "pet", None),
+                          avid=getattr(args, "avid", False))
     progress = _Progress()
     try:
         session, plan, rs = plan_and_write(request, args.out, dicom=args.dicom, anonymize=args.anonymize,
@@ -253,6 +254,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         progress.close()
     for block, result in zip(plan.targets, plan.results):
         print(_format_plan(result, block.target, session.preset))
+    if "pet" in plan.extra:
+        from ..planning.pet_plan import format_pet
+
+        print("\n".join(format_pet(plan.extra["pet"])))
     for note in session.structures.notes:
         print(f"note: {note}")
     for warning in plan.warnings:
@@ -485,6 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the image (the right lung needs points on both fissures)")
     q.add_argument("--side", choices=["left", "right"],
                    help="side of the target, for lateral and medial approaches (default: from its label)")
+    q.add_argument("--pet", metavar="PATH", help="a PET series (DICOM, same frame of reference as the CT) in SUV: the "
+                                                 "lesion's SUVmax, SUVpeak, SUVmean and each core's SUV in plan.json")
+    q.add_argument("--avid", action="store_true",
+                   help="with --pet: aim at the lesion's most avid part (the SUVpeak 1 ml sphere's centre, PERCIST) "
+                        "instead of its deepest point; needs --target-label or --seed")
     q.add_argument("--dicom", action="store_true",
                    help="also write the report (Encapsulated PDF) and key images (Secondary Capture) as DICOM in "
                         "the CT's study, into OUT/dicom")

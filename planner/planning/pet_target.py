@@ -136,10 +136,19 @@ def lesion_suv(suv_on_ct: np.ndarray, lesion_mask: np.ndarray, affine: np.ndarra
 
 
 def avid_target(target: Target, suv_on_ct: np.ndarray, affine: np.ndarray, shape: Sequence[int] | None = None,
-                floor: float = AVID_FLOOR_SUV) -> tuple[Target, LesionSuv]:
-    """The lesion's most avid sub-region as the target: the SUVpeak sphere's centre, labelled
-    ``<lesion>_avid``, keeping the lesion's structure and size for the size and hit checks.
+                floor: float = AVID_FLOOR_SUV, core_length_mm: float = DEFAULT_CORE_LENGTH_MM
+                ) -> tuple[Target, LesionSuv, dict[str, Any]]:
+    """The lesion's most avid sub-region as the target, labelled ``<lesion>_avid``, keeping the
+    lesion's structure and size for the size and hit checks.
 
+    The target is the centre of the hottest 1 ml sphere (as SUVpeak) among the centres at least
+    half a core plus half a voxel diagonal inside the lesion (the distance to the nearest voxel
+    centre outside it), so that a core centred on it stays in the lesion whatever the needle's
+    direction. This is the PERCIST SUVpeak's own centre when that lies deep enough; else (a hot
+    rim, a thin lesion) the hottest deep one. Where no centre is deep enough, the deepest
+    voxels are used and the returned facts say so.
+
+    Returns the target, the lesion's SUV (PERCIST, unrestricted) and the facts of the choice.
     Refused (InputError) for a target with no lesion (a bare point), a lesion without PET
     coverage, or one whose SUVmax is below ``floor`` (not avid)."""
     if target.structure is None:
@@ -150,8 +159,26 @@ def avid_target(target: Target, suv_on_ct: np.ndarray, affine: np.ndarray, shape
     if stats.suv_max < floor:
         raise InputError(f"lesion {target.label}: SUVmax {stats.suv_max:.2f} is below {floor:g}: not avid, no avid "
                          "sub-region to target; plan without --avid")
-    avid = replace(target, point=stats.suv_peak_centre, label=f"{target.label}_avid", how=f"{target.how}+avid")
-    return avid, stats
+    from scipy import ndimage
+
+    sp = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    need = core_length_mm / 2 + float(np.linalg.norm(sp)) / 2
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=sp[::-1])[1:-1, 1:-1, 1:-1]
+    deep = mask & (depth >= need)
+    facts: dict[str, Any] = {"min_depth_mm": round(need, 2), "core_length_mm": float(core_length_mm)}
+    if not deep.any():
+        deep = mask & (depth >= depth.max() - 1e-6)
+        facts["note"] = (f"no point of the lesion lies {need:.1f} mm inside it (its deepest {depth.max():.1f} mm): the "
+                         "target is its hottest deepest point, and a core centred there leaves the lesion")
+    try:
+        value, centre = suv_peak(suv_on_ct, deep, affine)
+    except InputError:
+        value, centre = stats.suv_peak, stats.suv_peak_centre
+        facts["note"] = "no sphere deep enough in the lesion lies wholly inside the PET: the SUVpeak centre is used"
+    facts.update(sphere_suv=round(value, 3), point=[round(x, 2) for x in centre],
+                 is_suv_peak_centre=bool(np.allclose(centre, stats.suv_peak_centre)))
+    avid = replace(target, point=centre, label=f"{target.label}_avid", how=f"{target.how}+avid")
+    return avid, stats, facts
 
 
 def sample_line(volume: np.ndarray, affine: np.ndarray, points: np.ndarray, order: int = 1) -> np.ndarray:
