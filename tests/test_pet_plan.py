@@ -1,0 +1,225 @@
+"""PET-guided biopsy planning on the real FDG PET/CT of a thigh sarcoma (``planner plan --pet --avid``).
+
+The plan aims at the most avid part of the tumour the radiation oncologist contoured
+(GTV_Mass_CT); what it says is checked against independent computations written here: the
+SUVpeak by brute force (every voxel centre within 6.2 mm of every candidate centre), the core's
+SUV by trilinear interpolation over the CT's own axes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import SHARED_DATA
+
+from planner.cli.main import main
+from planner.errors import InputError
+
+pytestmark = [pytest.mark.shared_data,
+              pytest.mark.filterwarnings("ignore:The value length .* exceeds the maximum length")]  # the file's SH
+
+CASE = SHARED_DATA / "pet-ct-sarcoma"
+PET, CT, RTSTRUCT = CASE / "pet", CASE / "ct", CASE / "ct-rtstruct" / "RS.dcm"
+GTV = "GTV_Mass_CT"
+PLAN_ARGS = ["plan", "--ct", str(CT), "--structures", str(RTSTRUCT), "--target-label", GTV,
+             "--procedure", "soft-tissue-biopsy"]
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """The plan of the thigh, run end to end through the command line (timed, printed)."""
+    out = tmp_path_factory.mktemp("pet") / "plan"
+    t0 = time.perf_counter()
+    code = main(PLAN_ARGS + ["--pet", str(PET), "--avid", "--out", str(out)])
+    print(f"\nplanner plan --pet --avid on the thigh PET/CT, end to end: {time.perf_counter() - t0:.1f} s")
+    assert code == 0
+    return json.loads((out / "plan.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def scans():
+    """The CT, the GTV on it and the PET in SUV on the CT grid."""
+    from planner.anatomy import load_structures
+    from planner.images import load_image, load_pet, resample_to
+
+    ct = load_image(CT)
+    gtv = load_structures(RTSTRUCT, ct).mask(GTV)
+    suv = resample_to(load_pet(PET), ct).voxels.astype(np.float64)
+    return ct, gtv, suv
+
+
+def _kji(ct, point) -> tuple[int, int, int]:
+    return tuple(np.rint(ct.lps_to_ijk(np.asarray(point, float))[::-1]).astype(int))
+
+
+def brute_force_peak(ct, gtv, suv, radius=6.2):
+    """Highest mean SUV over the voxel centres within ``radius`` mm of a lesion voxel's centre,
+    among centres whose whole sphere has PET; the distances measured between LPS points."""
+    reach = np.ceil(radius / ct.spacing).astype(int)  # (i, j, k)
+    centre = np.array(ct.shape) // 2
+    offsets = []
+    c_lps = ct.ijk_to_lps(centre[::-1].astype(float))
+    for dk in range(-reach[2], reach[2] + 1):
+        for dj in range(-reach[1], reach[1] + 1):
+            for di in range(-reach[0], reach[0] + 1):
+                p = ct.ijk_to_lps((centre[::-1] + [di, dj, dk]).astype(float))
+                if np.linalg.norm(p - c_lps) <= radius:
+                    offsets.append((dk, dj, di))
+    offsets = np.array(offsets)
+    idx = np.argwhere(gtv)
+    inside = np.all((idx - reach[::-1] >= 0) & (idx + reach[::-1] < np.array(ct.shape)), axis=1)
+    idx = idx[inside]
+    total = np.zeros(len(idx))
+    complete = np.ones(len(idx), bool)
+    for off in offsets:
+        v = suv[tuple((idx + off).T)]
+        complete &= np.isfinite(v)
+        total += np.nan_to_num(v)
+    mean = np.where(complete, total / len(offsets), -np.inf)
+    best = int(np.argmax(mean))
+    return float(mean[best]), ct.ijk_to_lps(idx[best][::-1].astype(float))
+
+
+def test_lesion_suv_peak_equals_a_brute_force_computation(planned, scans):
+    ct, gtv, suv = scans
+    lesion = planned["pet"]["targets"][0]["lesion"]
+    peak, centre = brute_force_peak(ct, gtv, suv)
+    assert lesion["suv_peak"] == pytest.approx(peak, rel=0.02)
+    assert np.linalg.norm(np.array(lesion["suv_peak_centre"]) - centre) < 10.0  # mm: the same hot spot
+    assert lesion["suv_max"] == pytest.approx(np.nanmax(suv[gtv]), rel=1e-3)
+    assert lesion["suv_mean"] == pytest.approx(np.nanmean(suv[gtv]), rel=1e-3)
+    assert lesion["suv_mean"] < lesion["suv_peak"] <= lesion["suv_max"]
+    assert lesion["peak_sphere_ml"] == pytest.approx(1.0, abs=0.05)  # PERCIST's 1 ml
+
+
+def test_the_avid_target_lies_inside_the_gtv_on_hot_tissue(planned, scans):
+    ct, gtv, suv = scans
+    block = planned["pet"]["targets"][0]
+    target = planned["target"]
+    assert target["label"] == f"{GTV}_avid" and block["avid_target"]
+    assert np.allclose(target["point"], block["target_point"], atol=0.01)
+    assert gtv[_kji(ct, target["point"])]
+    # hot, not the necrotic part: the 1 ml sphere there is well above the lesion's mean
+    assert block["avid_choice"]["sphere_suv"] > 2 * block["lesion"]["suv_mean"]
+    # deep enough that a 20 mm core centred on it stays in the tumour whatever the direction
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(np.pad(gtv, 1), sampling=ct.spacing[::-1])[1:-1, 1:-1, 1:-1]
+    assert depth[_kji(ct, target["point"])] >= 10.0
+
+
+def test_the_planned_core_lies_in_the_gtv_and_samples_the_avid_tumour(planned, scans):
+    """The 20 mm throw, centred on the target along the needle: every sample in the GTV and a
+    mean SUV of at least 70 % of the lesion's SUVmax (independent trilinear interpolation)."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    ct, gtv, suv = scans
+    assert planned["status"] == "ok" and planned["pet"]["core_length_mm"] == 20.0
+    best = planned["trajectories"][0]
+    entry, target = np.array(best["entry"]), np.array(best["target"])
+    u = (target - entry) / np.linalg.norm(target - entry)
+    pts = target + np.linspace(-10.0, 10.0, 81)[:, None] * u
+    assert all(gtv[_kji(ct, p)] for p in pts)
+    assert np.allclose(ct.direction, np.eye(3))  # axis-aligned CT: its LPS axes are its grid lines
+    axes = [ct.origin[a] + ct.spacing[a] * np.arange(ct.size_ijk[a]) for a in range(3)]
+    values = RegularGridInterpolator(axes, suv.transpose(2, 1, 0))(pts)
+    suv_max = np.nanmax(suv[gtv])
+    assert values.mean() >= 0.7 * suv_max
+    core = planned["pet"]["targets"][0]["trajectories"][0]["core"]
+    assert core["suv_mean"] == pytest.approx(values.mean(), rel=0.01)
+    assert core["in_lesion"] == 1.0 and core["share_of_lesion_suv_max"] >= 0.7
+    assert np.allclose(core["core_start"], pts[0], atol=0.01) and np.allclose(core["core_end"], pts[-1], atol=0.01)
+    # ranked by the SUV their cores sample
+    means = [t["core"]["suv_mean"] for t in planned["pet"]["targets"][0]["trajectories"]]
+    assert means == sorted(means, reverse=True)
+
+
+def test_the_plan_names_the_pet_it_used(planned):
+    pet = planned["pet"]
+    assert pet["units"] == "SUVbw" and "Units GML" in pet["suv_factors"]
+    assert "same frame of reference" in pet["resampling"]
+    assert planned["procedure"] == "soft-tissue-biopsy" and planned["preset"]["version"] == 1
+
+
+def test_a_pet_of_another_frame_of_reference_is_refused(tmp_path, capsys):
+    folder = tmp_path / "pet"
+    folder.mkdir()
+    for f in sorted(PET.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.2.1125.1.99"
+        ds.save_as(folder / f.name)
+    code = main(PLAN_ARGS + ["--pet", str(folder), "--avid", "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "FrameOfReferenceUID" in err and "1.2.826.0.1.3680043.2.1125.1.99" in err
+    assert not (tmp_path / "p" / "plan.json").exists()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--avid"], "give the PET with --pet"),
+    (["--avid", "--pet", str(PET), "--target", "40,20,-770"], "needs a lesion target"),
+])
+def test_avid_without_a_pet_or_a_lesion_is_refused_before_any_work(tmp_path, capsys, extra, words):
+    code = main(PLAN_ARGS + extra + ["--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The avid target on a made-up lesion with a necrotic core (1 mm grid)
+# ---------------------------------------------------------------------------------------------
+def _necrotic_lesion():
+    from planner.anatomy.structures import StructureSet
+    from planner.anatomy.target import Target
+
+    n = 70
+    k, j, i = np.mgrid[:n, :n, :n].astype(float)
+    r = np.sqrt((i - 35) ** 2 + (j - 35) ** 2 + (k - 35) ** 2)
+    lesion = r <= 25
+    suv = np.where(lesion, 6.0, 0.8)
+    suv[r <= 10] = 1.0  # the cold, necrotic centre
+    hot = np.sqrt((i - 35) ** 2 + (j - 23) ** 2 + (k - 35) ** 2) <= 3  # a hotter focus in the viable rim
+    suv[hot] = 9.0
+    affine = np.eye(4)
+    sset = StructureSet(lesion.shape, affine)
+    s = sset.add("mass", lesion, cls="target")
+    target = Target((0.0, 0.0, 0.0), "mass", "structure", s)  # its deepest point would be the necrosis
+    return target, suv.astype(np.float32), affine, lesion
+
+
+def test_the_avid_target_avoids_a_necrotic_core():
+    from planner.planning.pet_target import avid_target, core_suv
+
+    target, suv, affine, lesion = _necrotic_lesion()
+    avid, stats, facts = avid_target(target, suv, affine)
+    p = np.array(avid.point)
+    assert np.linalg.norm(p - 35) > 10  # not in the cold centre
+    assert suv[tuple(np.rint(p[::-1]).astype(int))] >= 6.0
+    assert stats.suv_max == 9.0 and stats.suv_peak > 6.0
+    assert avid.label == "mass_avid" and avid.structure is target.structure
+    # a core along any needle direction stays in the lesion; one along the viable rim samples
+    # viable tumour only, one aimed through the centre reaches the necrosis and samples less:
+    # the reason trajectories are ranked by the SUV their core samples
+    cores = {tuple(d): core_suv(suv, affine, p - 50 * np.array(d, float), p, 20.0, lesion, stats.suv_max)
+             for d in ([1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1])}
+    assert all(c["in_lesion"] == 1.0 for c in cores.values())
+    along_rim, through_centre = cores[(1, 0, 0)], cores[(0, 1, 0)]
+    assert along_rim["suv_min"] >= 6.0 and cores[(0, 0, 1)]["suv_min"] >= 6.0
+    assert through_centre["suv_min"] == pytest.approx(1.0) and through_centre["suv_mean"] < along_rim["suv_mean"]
+
+
+def test_a_lesion_without_pet_or_without_uptake_is_refused():
+    from planner.planning.pet_target import avid_target
+
+    target, suv, affine, _ = _necrotic_lesion()
+    with pytest.raises(InputError, match="outside the PET's field of view"):
+        avid_target(target, np.full_like(suv, np.nan), affine)
+    with pytest.raises(InputError, match="not avid"):
+        avid_target(target, np.full_like(suv, 1.2), affine)
+    point = target.__class__((35.0, 35.0, 35.0), "p", "point")
+    with pytest.raises(InputError, match="not a lesion"):
+        avid_target(point, suv, affine)
