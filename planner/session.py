@@ -282,6 +282,8 @@ class PlanningSession:
         extra["room_definition"] = ROOM_DEFINITION
         if self.pet is not None:
             extra["pet"] = self.pet.summary(resolved, results, self.preset, self.avid)
+        if self.preset.raw.get("notes"):  # what the preset's rules cannot check (e.g. a sarcoma's compartments)
+            extra["procedure_notes"] = [str(n) for n in self.preset.raw["notes"]]
         m = self.image.meta
         plan = Plan(
             image=ImageRef(m.series_instance_uid, self.image.sha256, m.source, m.study_instance_uid,

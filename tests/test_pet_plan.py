@@ -143,6 +143,10 @@ def test_the_plan_names_the_pet_it_used(planned):
     assert pet["units"] == "SUVbw" and "Units GML" in pet["suv_factors"]
     assert "same frame of reference" in pet["resampling"]
     assert planned["procedure"] == "soft-tissue-biopsy" and planned["preset"]["version"] == 1
+    # the sarcoma rules the planner cannot check reach the plan, for the reviewer
+    notes = " ".join(planned["procedure_notes"])
+    assert "resected" in notes or "excised" in notes
+    assert "compartment" in notes and "neurovascular bundle" in notes
 
 
 def test_a_pet_of_another_frame_of_reference_is_refused(tmp_path, capsys):

@@ -260,6 +260,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print("\n".join(format_pet(plan.extra["pet"])))
     for note in session.structures.notes:
         print(f"note: {note}")
+    for note in plan.extra.get("procedure_notes", []):
+        print(f"procedure: {note}")
     for warning in plan.warnings:
         print(f"CHECK: {warning}")
     print(f"wrote {rs.plan_dir / 'plan.json'}")
