@@ -227,3 +227,27 @@ def test_a_lesion_without_pet_or_without_uptake_is_refused():
     point = target.__class__((35.0, 35.0, 35.0), "p", "point")
     with pytest.raises(InputError, match="not a lesion"):
         avid_target(point, suv, affine)
+
+
+# ---------------------------------------------------------------------------------------------
+# The biopsy presets of soft tissue, bone and lymph nodes
+# ---------------------------------------------------------------------------------------------
+def test_biopsy_presets_keep_the_sarcoma_rules_and_name_their_throw():
+    from planner.planning import load_preset
+    from planner.planning.pet_plan import core_length_mm
+
+    soft, bone, node = (load_preset(p) for p in ("soft-tissue-biopsy", "bone-biopsy", "lymph-node-biopsy"))
+    classes = {p.id: {r.cls.value for r in p.avoid if r.cls is not None} for p in (soft, bone, node)}
+    # a soft-tissue mass: bone is a structure at risk; a bone lesion: bone is the target
+    assert {"bone", "vessel", "nerve"} <= classes["soft-tissue-biopsy"]
+    assert "bone" not in classes["bone-biopsy"] and {"vessel", "nerve"} <= classes["bone-biopsy"]
+    # the neurovascular bundle is kept wider from than the 5 mm of a routine biopsy
+    assert all(r.margin_mm >= 10 for r in soft.avoid if r.cls is not None and r.cls.value in ("vessel", "nerve"))
+    for p in (soft, bone, node):
+        assert p.version == 1 and all(r.why and r.source for r in p.avoid)
+        assert core_length_mm(p)[1] == f"preset {p.id}" and p.raw["biopsy"]["source"]
+    assert core_length_mm(soft)[0] == 20.0 and core_length_mm(node)[0] == 10.0
+    assert core_length_mm(load_preset("lung-biopsy"))[0] == 20.0  # a preset naming none: the default, said so
+    for p in (soft, bone):  # what the rules cannot check is stated
+        notes = " ".join(p.raw["notes"])
+        assert "neurovascular bundle" in notes and "not modelled" in notes and "compartment" in notes
