@@ -138,6 +138,17 @@ def test_the_planned_core_lies_in_the_gtv_and_samples_the_avid_tumour(planned, s
     assert means == sorted(means, reverse=True)
 
 
+def test_without_avid_the_deepest_point_of_this_sarcoma_is_cold(planned, tmp_path):
+    """The tumour's centre is necrotic: a core there samples a fraction of the uptake the avid
+    target's core does (the reason for --avid)."""
+    assert main(PLAN_ARGS + ["--pet", str(PET), "--n", "1", "--out", str(tmp_path / "p")]) == 0
+    plain = json.loads((tmp_path / "p" / "plan.json").read_text())
+    assert plain["target"]["label"] == GTV and not plain["pet"]["targets"][0]["avid_target"]
+    cold = plain["pet"]["targets"][0]["trajectories"][0]["core"]
+    avid = planned["pet"]["targets"][0]["trajectories"][0]["core"]
+    assert cold["share_of_lesion_suv_max"] < 0.35 and avid["suv_mean"] > 3 * cold["suv_mean"]
+
+
 def test_the_plan_names_the_pet_it_used(planned):
     pet = planned["pet"]
     assert pet["units"] == "SUVbw" and "Units GML" in pet["suv_factors"]

@@ -78,7 +78,7 @@ class LesionSuv:
 
 def suv_peak(suv_on_ct: np.ndarray, lesion_mask: np.ndarray, affine: np.ndarray,
              radius_mm: float = PEAK_RADIUS_MM) -> tuple[float, tuple[float, float, float]]:
-    """SUVpeak of a lesion and its sphere's centre (LPS mm); NaN and None-like centre refused.
+    """SUVpeak of a lesion and its sphere's centre (LPS mm), among the spheres wholly inside the PET.
 
     Raises InputError when no sphere centred in the lesion lies wholly inside the PET."""
     from scipy import ndimage
