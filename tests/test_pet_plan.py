@@ -262,3 +262,17 @@ def test_biopsy_presets_keep_the_sarcoma_rules_and_name_their_throw():
     for p in (soft, bone):  # what the rules cannot check is stated
         notes = " ".join(p.raw["notes"])
         assert "neurovascular bundle" in notes and "not modelled" in notes and "compartment" in notes
+
+
+def test_a_lesion_partly_outside_the_pet_is_measured_on_its_covered_part():
+    from planner.planning.pet_target import lesion_suv, suv_peak
+
+    target, suv, affine, lesion = _necrotic_lesion()
+    cut = suv.copy()
+    cut[:, :28, :] = np.nan  # the PET's field of view ends across the hot focus (j = 23)
+    stats = lesion_suv(cut, lesion, affine)
+    assert 0.2 < 1 - stats.pet_coverage < 0.5
+    assert stats.suv_max == 6.0  # the hot focus lies outside: not seen, and the share says so
+    # no sphere reaching past the PET's edge is a candidate
+    assert stats.suv_peak_centre[1] >= 28 + 6
+    assert suv_peak(cut, lesion, affine)[0] == pytest.approx(6.0)

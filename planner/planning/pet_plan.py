@@ -88,6 +88,9 @@ class PlanPet:
                 try:
                     stats = self.lesion(target)
                     block["lesion"] = stats.to_dict()
+                    if stats.pet_coverage < 1.0:
+                        block["note"] = (f"only {100 * stats.pet_coverage:.0f} % of {target.label} lies in the PET's "
+                                         "field of view: its SUVmax, SUVpeak and SUVmean are those of that part")
                 except InputError as exc:
                     block["lesion_error"] = str(exc)
             if block["avid_target"]:
@@ -125,7 +128,9 @@ def format_pet(summary: dict[str, Any]) -> list[str]:
                 "the SUVpeak centre" if a.get("is_suv_peak_centre") else
                 f"the hottest 1 ml sphere (SUV {a['sphere_suv']:.2f}) at least {a['min_depth_mm']:.1f} mm inside the "
                 "lesion, so the core stays in it") + (f"; {a['note']}" if a.get("note") else ""))
-        elif b.get("lesion_error"):
+        if b.get("note"):
+            lines.append(f"  CHECK: {b['note']}")
+        if b.get("lesion_error"):
             lines.append(f"  {b['label']}: {b['lesion_error']}")
         for t in b["trajectories"]:
             c = t["core"]
