@@ -97,7 +97,7 @@ def test_lesion_suv_peak_equals_a_brute_force_computation(planned, scans):
 
 
 def test_the_avid_target_lies_inside_the_gtv_on_hot_tissue(planned, scans):
-    ct, gtv, suv = scans
+    ct, gtv, _ = scans
     block = planned["pet"]["targets"][0]
     target = planned["target"]
     assert target["label"] == f"{GTV}_avid" and block["avid_target"]
@@ -210,7 +210,7 @@ def test_the_avid_target_avoids_a_necrotic_core():
     from planner.planning.pet_target import avid_target, core_suv
 
     target, suv, affine, lesion = _necrotic_lesion()
-    avid, stats, facts = avid_target(target, suv, affine)
+    avid, stats, _ = avid_target(target, suv, affine)
     p = np.array(avid.point)
     assert np.linalg.norm(p - 35) > 10  # not in the cold centre
     assert suv[tuple(np.rint(p[::-1]).astype(int))] >= 6.0
@@ -267,7 +267,7 @@ def test_biopsy_presets_keep_the_sarcoma_rules_and_name_their_throw():
 def test_a_lesion_partly_outside_the_pet_is_measured_on_its_covered_part():
     from planner.planning.pet_target import lesion_suv, suv_peak
 
-    target, suv, affine, lesion = _necrotic_lesion()
+    _, suv, affine, lesion = _necrotic_lesion()
     cut = suv.copy()
     cut[:, :28, :] = np.nan  # the PET's field of view ends across the hot focus (j = 23)
     stats = lesion_suv(cut, lesion, affine)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-import numpy as np
-
 from ..anatomy.target import Target
 from ..errors import InputError
 from ..images import Image
@@ -112,8 +110,8 @@ class PlanPet:
 
 def format_pet(summary: dict[str, Any]) -> list[str]:
     """The command line's lines for a plan's ``pet``."""
-    lines = [f"PET {summary['source']}: {summary['units']}; biopsy core {summary['core_length_mm']:g} mm, "
-             "centred on the target"]
+    lines = [(f"PET {summary['source']}: {summary['units']}; biopsy core {summary['core_length_mm']:g} mm, "
+              "centred on the target")]
     for b in summary["targets"]:
         s = b.get("lesion")
         if s:
