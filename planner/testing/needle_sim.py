@@ -21,8 +21,12 @@ value varies from scanner to scanner):
   as the fraction does; a thin needle in thick voxels (22 G, 0.72 mm, in 3 mm voxels: about 4 %
   of a voxel) shows a few hundred to a thousand HU only, as on real thick-slice images.
 * **In-plane blur.** The reconstruction kernel's point-spread function, a Gaussian of 0.4 mm
-  sigma (FWHM 0.94 mm, a standard body kernel's 10 % MTF near 0.7 lp/mm), is applied to the
-  steel fraction in the axial plane: the bloom around the needle.
+  sigma (FWHM 0.94 mm, a standard body kernel's 10 % MTF near 0.7 lp/mm), acts on the steel in
+  the axial plane before the image is sampled: the steel fraction is found on cells no wider
+  than the PSF's sigma across each voxel, blurred there and then averaged over the voxel (the
+  bloom around the needle; on 3 mm voxels it still spills into the neighbours of a voxel the
+  needle passes close to the edge of, as on a scanner, where a blur on the voxel grid would
+  not).
 * **Clipping.** Scanners store CT numbers in 12 bits, -1024 to +3071 HU; the steel saturates
   there (the "extended CT scale" to +30,710 HU exists on some scanners, Coolens & Childs 2003,
   Phys Med Biol 48:1591-1603). ``clip_hu`` defaults to 3071, or to 30,710 when the image already
@@ -111,11 +115,19 @@ def steel_fraction(ct: Image, hub_lps, tip_lps, outer_diameter_mm: float,
     dist = np.linalg.norm(p - (hub + tc[:, None] * u), axis=1)
     reach = r + 0.5 * float(np.linalg.norm(sp)) + 1e-6
     near = np.flatnonzero(dist <= reach)
+    # the PSF acts on the object before the image is sampled: the steel is found on cells of at
+    # most the PSF's sigma across each voxel in plane (``cells``), blurred there and then averaged
+    # over the voxel (a blur on the voxel grid itself does nothing on coarse voxels)
+    cells = np.ones(2, int)
+    if psf_sigma_mm > 0:
+        cells = np.maximum(1, np.ceil(sp[:2] / psf_sigma_mm - 1e-9).astype(int))
+    fine = np.zeros((shape[0], shape[1] * cells[1], shape[2] * cells[0]), np.float32)
     if near.size:
         n = np.clip(np.ceil(sp / SUBSAMPLE_MM).astype(int), 3, 24)
+        n[:2] = cells * np.ceil(n[:2] / cells).astype(int)  # whole sub-points per cell
         offs = np.stack(np.meshgrid(*[(np.arange(m) + 0.5) / m - 0.5 for m in n], indexing="ij"), -1).reshape(-1, 3)
-        d_lps = offs @ (ct.affine[:3, :3].T)  # sub-point offsets in mm (LPS)
-        out = np.empty(near.size, np.float32)
+        d_lps = offs @ (ct.affine[:3, :3].T)  # sub-point offsets in mm (LPS), ordered (i, j, k)
+        out = np.empty((near.size, cells[0], cells[1]), np.float32)
         step = max(1, 4_000_000 // len(offs))
         for s in range(0, near.size, step):
             idx = near[s:s + step]
@@ -123,11 +135,17 @@ def steel_fraction(ct: Image, hub_lps, tip_lps, outer_diameter_mm: float,
             tq = (q - hub) @ u
             rq2 = np.einsum("abc,abc->ab", q - hub, q - hub) - tq * tq
             inside = (tq >= 0) & (tq <= length) & (rq2 <= r * r)
-            out[s:s + step] = inside.mean(1)
-        flat = frac.reshape(-1)
-        flat[near] = out
+            per_cell = inside.reshape(len(idx), cells[0], n[0] // cells[0], cells[1], n[1] // cells[1], n[2])
+            out[s:s + step] = per_cell.mean(axis=(2, 4, 5))
+        vk, vj, vi = np.unravel_index(near, shape)
+        for ci in range(cells[0]):
+            for cj in range(cells[1]):
+                fine[vk, vj * cells[1] + cj, vi * cells[0] + ci] = out[:, ci, cj]
     if psf_sigma_mm > 0:
-        frac = ndi.gaussian_filter(frac, sigma=(0.0, psf_sigma_mm / sp[1], psf_sigma_mm / sp[0]), mode="constant")
+        cell_mm = sp[:2] / cells
+        fine = ndi.gaussian_filter(fine, sigma=(0.0, psf_sigma_mm / cell_mm[1], psf_sigma_mm / cell_mm[0]),
+                                   mode="constant")
+    frac = fine.reshape(shape[0], shape[1], cells[1], shape[2], cells[0]).mean(axis=(2, 4))
     box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
     return box, frac
 
@@ -137,7 +155,7 @@ def _streaks(ct: Image, box, frac: np.ndarray, u: np.ndarray, diameter: float, r
     """Streak HU for the slices of ``box``, on an in-plane window of +-3 decay lengths around the
     metal: ``((sj, si), ks, field[k, j, i])``."""
     sp = ct.spacing
-    nk, nj, ni = ct.shape
+    _nk, nj, ni = ct.shape
     k_idx = [k for k in range(frac.shape[0]) if frac[k].max() > 0.02]
     if not k_idx:
         return (slice(0, 0), slice(0, 0)), np.array([], int), np.zeros((0, 0, 0), np.float32)
@@ -274,7 +292,7 @@ def simulate_check(ct: Image, hub, tip, rng, move_mm: float = 3.0, move_deg: flo
     tip_c = inv[:3, :3] @ tip + inv[:3, 3]
     hub_c = inv[:3, :3] @ hub + inv[:3, 3]
     sz = float(ct.spacing[2])
-    n_sl = int(rng.integers(10, 21)) if slab_mm is None else max(2, int(round(slab_mm / sz)))
+    n_sl = int(rng.integers(10, 21)) if slab_mm is None else max(2, round(slab_mm / sz))
     n_sl = min(n_sl, nk)
     k_tip = float(ct.lps_to_ijk(tip_c)[2])
     k_mid = k_tip + rng.uniform(-0.25, 0.25) * n_sl
@@ -307,7 +325,7 @@ def random_needle(ct: Image, body: np.ndarray, rng, depth_mm=(30.0, 120.0), max_
     skin by ``outside_mm``. Returns ``(hub, entry, tip)`` in LPS mm."""
     nk = ct.shape[0]
     edge = body & ~ndi.binary_erosion(body)
-    margin = max(1, int(round(8.0 / ct.spacing[2])))
+    margin = max(1, round(8.0 / ct.spacing[2]))
     edge[:margin] = False
     edge[nk - margin:] = False
     cand = np.argwhere(edge)
@@ -354,13 +372,28 @@ class CaseResult:
     axis_error_deg: float
     tilt_deg: float  # the needle's angle to the axial plane
     found: int  # needles reported
+    false_found: int = 0  # needles reported besides the one scored (the check holds one needle)
+    seconds: float = 0.0  # time of the search (find_needles)
+
+    @property
+    def within(self) -> bool:
+        """Whether the tip error and the axis error are within the issue's bounds (1.5 mm, 1.5 deg)."""
+        return self.tip_error_mm <= TIP_BOUND_MM and self.axis_error_deg <= AXIS_BOUND_DEG
+
+
+#: What the doctor relies on (issue: needle detection in check scans): every check's tip within
+#: 1.5 mm and axis within 1.5 degrees of the truth.
+TIP_BOUND_MM = 1.5
+AXIS_BOUND_DEG = 1.5
 
 
 def campaign(ct: Image, n: int, seed: int, gauges=tuple(GAUGE_OD_MM), body: np.ndarray | None = None,
              **check_kw) -> list[CaseResult]:
     """``n`` random simulated check scans of ``ct`` (random needle, gauge, motion, slab), each
     searched with :func:`planner.checks.needle.find_needles`; the needle nearest the true tip is
-    scored against the truth."""
+    scored against the truth, every other one reported counts as false."""
+    import time
+
     from planner.anatomy.autoseg import body_mask
     from planner.checks.needle import find_needles
 
@@ -371,24 +404,32 @@ def campaign(ct: Image, n: int, seed: int, gauges=tuple(GAUGE_OD_MM), body: np.n
         g = int(gauges[rng.integers(len(gauges))])
         hub, _entry, tip = random_needle(ct, body, rng)
         check, truth = simulate_check(ct, hub, tip, rng, outer_diameter_mm=GAUGE_OD_MM[g], **check_kw)
+        t0 = time.perf_counter()
         found = find_needles(check)
+        seconds = time.perf_counter() - t0
         tilt = float(np.degrees(np.arcsin(min(1.0, abs(truth.direction_check[2])))))
         if not found:
-            out.append(CaseResult(g, np.inf, np.inf, tilt, 0))
+            out.append(CaseResult(g, np.inf, np.inf, tilt, 0, 0, seconds))
             continue
         f = min(found, key=lambda f: np.linalg.norm(f.tip_lps - truth.tip_check))
         err = float(np.linalg.norm(f.tip_lps - truth.tip_check))
         ang = float(np.degrees(np.arccos(np.clip(f.direction_lps @ truth.direction_check, -1.0, 1.0))))
-        out.append(CaseResult(g, err, ang, tilt, len(found)))
+        out.append(CaseResult(g, err, ang, tilt, len(found), len(found) - 1, seconds))
     return out
 
 
 def summary(name: str, results: list[CaseResult]) -> str:
-    """One line: median, 95th percentile and maximum of the tip and axis errors."""
+    """One line: median, 95th percentile and maximum of the tip and axis errors, the checks off
+    the bounds, the false needles and the search time."""
     tip = np.array([r.tip_error_mm for r in results])
     ax = np.array([r.axis_error_deg for r in results])
+    sec = np.array([r.seconds for r in results])
 
     def q(a):
-        return f"median {np.median(a):.2f}, p95 {np.percentile(a, 95):.2f}, max {a.max():.2f}"
+        p95 = float(np.percentile(a, 95))
+        return f"median {np.median(a):.2f}, p95 {np.inf if np.isnan(p95) else p95:.2f}, max {a.max():.2f}"
 
-    return f"{name}: {len(results)} checks; tip error mm: {q(tip)}; axis error deg: {q(ax)}"
+    off = sum(not r.within for r in results)
+    false = sum(r.false_found for r in results)
+    return (f"{name}: {len(results)} checks; tip error mm: {q(tip)}; axis error deg: {q(ax)}; off the bounds "
+            f"{off}; false needles {false}; search s: median {np.median(sec):.2f}, max {sec.max():.2f}")
