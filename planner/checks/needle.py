@@ -62,18 +62,21 @@ Method
    content at the lowest steel excess. Where voxels are fine its width (``sqrt(r^2 / 4 + s^2)``)
    is at most :data:`MAX_SIGMA_MM` and its core, the blurred metal's density at the axis, is
    above :data:`MIN_PEAK_HU`, more than any bone shows: that tells steel from bone and vessels.
-   Where voxels are coarse the width is at most :data:`MAX_COARSE_SIGMA_MM`, and unless the line
-   is denser than bone (its voxels reach :data:`METAL_HU` along most of it) the tissue 4-8 mm
-   around the axis is no bone (median at most :data:`MAX_SURROUNDING_HU`, no sector along it
-   above :data:`MAX_SECTOR_HU` and :data:`BONE_SIDE_HU` above the rest: the edge of a lamina, a
-   crest or a cortex has bone on one side),
-   its content is the same all along (a uniform cylinder; stretch by stretch within
-   :data:`MAX_UNEVEN`), along most of it (:data:`MIN_SURE`) some voxel on it is denser than the
-   densest tissue around it can be (metal beyond doubt), and it comes in through the skin: one end leaves the scan, or lies
-   outside the body or at most :data:`MAX_HUB_DEPTH_MM` inside it. A needle in the patient
-   reaches :data:`MIN_TIP_DEPTH_MM` into the body. It is at least ``min_length_mm`` long, or,
-   where it runs out of the scan (a steep needle in a thin slab), at least
-   :data:`MIN_EDGE_LENGTH_MM` and :data:`MIN_EDGE_VOXELS` voxels' extents along it.
+   Where voxels are coarse its width is at most :data:`MAX_COARSE_SIGMA_MM`. A line along the
+   edge of something as dense as metal all along it (a sector of the ring 4-8 mm around the axis
+   at :data:`METAL_HU` or more) is the edge of a larger metal object (a prosthesis). Unless the
+   line is denser than bone (its voxels reach :data:`METAL_HU` along most of it), it is a bone's
+   edge where the tissue 4-8 mm around it is bone (median above :data:`MAX_SURROUNDING_HU`), and,
+   where voxels are coarse, where one side is (a sector above :data:`MAX_SECTOR_HU` and
+   :data:`BONE_SIDE_HU` above the rest: the edge of a lamina, a crest or a cortex); and where
+   voxels are coarse a needle's content is the same all along it (a uniform cylinder; stretch by
+   stretch within :data:`MAX_UNEVEN`), along most of it (:data:`MIN_SURE`) some voxel on it is
+   denser than the densest tissue around it can be (metal beyond doubt), and it comes in through
+   the skin: one end leaves the scan, or lies outside the body or at most
+   :data:`MAX_HUB_DEPTH_MM` inside it. A needle in the patient reaches :data:`MIN_TIP_DEPTH_MM`
+   into the body. It is at least ``min_length_mm`` long, or, where it runs out of the scan (a
+   steep needle in a thin slab), at least :data:`MIN_EDGE_LENGTH_MM` and :data:`MIN_EDGE_VOXELS`
+   voxels' extents along it.
 5. **Tip or hub end.** A needle goes in from the skin: the end where the metal leaves the scan
    (within half a voxel of the grid's edge) is not an end of the metal, and the metal ends
    outside the body at the hub; the tip is the end inside the body (signed distance to the skin
@@ -1123,8 +1126,8 @@ def _features(ctx: _Context, res: dict, ta: float, tb: float, tissue_only: bool 
 
 
 def _rejection(ctx: _Context, f: dict, min_length_mm: float, quick: bool = False) -> str:
-    """Why the fitted line is not a needle ('' when it is one); ``quick``: only what the model's
-    content and width tell."""
+    """Why the fitted line is not a needle ('' when it is one); ``quick``: only what its content, its
+    width and the tissue around it tell (the fit is not final: the caller gives margins)."""
     a_min = A_MIN_FRACTION * NEEDLE_AREA_MIN_MM2 * STEEL_EXCESS_MIN_HU
     if f["A"] < a_min:
         return (f"line-like but only {f['A']:.0f} HU mm2 of excess across it, less than a needle's metal "
