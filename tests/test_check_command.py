@@ -218,3 +218,46 @@ def test_a_scan_naming_no_patient_needs_force(planned, tmp_path, capsys):
     assert "taken as the plan's patient on the user's word (--force)" in printed
     doc = json.loads((out / "checks" / _checks(out)[-1] / "check.json").read_text())
     assert any("--force" in n for n in doc["identity"]) and "another study than the plan's" in doc["identity"]
+
+
+def test_a_scan_that_stops_short_of_the_tip_asks_for_another_scan(planned, tmp_path, capsys):
+    """The check slab ends before the needle's tip: the deepest metal seen is not the tip, so no
+    advance or withdraw may be measured from it. The check says so and asks for a scan over the
+    tip; the needle's notes are kept in check.json."""
+    from planner.images import Image
+
+    out, plan, ct = planned
+    t = plan.trajectories[0]
+    entry, target = np.asarray(t.entry), np.asarray(t.target)
+    w = (target - entry) / np.linalg.norm(target - entry)
+    axis = np.cross(w, [0.0, 0.0, 1.0])
+    axis /= np.linalg.norm(axis)
+    a = np.radians(25.0)  # steep across the slices, so a slab can stop short of the tip
+    u = w * np.cos(a) + np.cross(axis, w) * np.sin(a)
+    tip = entry + 0.6 * np.linalg.norm(target - entry) * u
+    check, truth = simulate_check(ct, entry - 40.0 * u, tip, np.random.default_rng(5), move_mm=2.0, move_deg=1.0,
+                                  slab_mm=80.0)
+    k_tip, k_hub = (float(check.lps_to_ijk(p)[2]) for p in (truth.tip_check, truth.hub_check))
+    assert abs(k_tip - k_hub) * check.spacing[2] > 12.0, "the needle must cross enough slices for this test"
+    gap = int(np.ceil(3.0 / check.spacing[2]))  # the slab ends 3 mm or more short of the tip
+    k0, k1 = (0, int(np.floor(k_tip)) - gap) if k_tip > k_hub else (int(np.ceil(k_tip)) + gap + 1, check.shape[0])
+    aff = np.array(check.affine, float)
+    aff[:3, 3] = aff[:3, :3] @ np.array([0, 0, k0]) + aff[:3, 3]
+    m = ct.meta
+    meta = check.meta.replace(patient_name=m.patient_name, patient_id=m.patient_id,
+                              study_instance_uid=m.study_instance_uid)
+    write_image_as_dicom(Image(np.asarray(check.voxels)[k0:k1], aff, meta), tmp_path / "scan", meta=meta,
+                         uid_seed="check-short")
+    assert main(["check", str(out), "--ct", str(tmp_path / "scan")]) == 0
+    printed = capsys.readouterr().out
+    folder = sorted(p for p in (out / "checks").iterdir() if p.name.isdigit())[-1]
+    doc = json.loads((folder / "check.json").read_text())
+    assert doc["correction"]["action"] == "rescan", doc["correction"]
+    assert "tip is not in the check scan" in doc["correction"]["text"]
+    assert any("not in the scan" in n or "beyond the scan" in n for n in doc["needle"]["notes"]), doc["needle"]
+    assert "scan again over the tip" in printed
+    # the tip given is short of the true one, along the needle: a lower bound of the depth
+    u_true = (truth.tip_planning - truth.hub_planning) / np.linalg.norm(truth.tip_planning - truth.hub_planning)
+    assert float((truth.tip_planning - np.asarray(doc["needle"]["tip_lps"])) @ u_true) > 1.0
+    assert doc["deviation"]["angle_deg"] == pytest.approx(deviation(entry, target, truth.tip_planning, u_true,
+                                                                    plan.target.diameter_mm).angle_deg, abs=1.5)

@@ -57,7 +57,7 @@ _LUNG_CLASSES = ("lung", "lobe", "emphysema")
 class Correction:
     """What to do next, in words and numbers (mm along the needle, degrees in the room's terms)."""
 
-    action: str  # "none" | "advance" | "withdraw" | "redirect" | "new_trajectory" | "no_safe_correction"
+    action: str  # "none" | "advance" | "withdraw" | "redirect" | "new_trajectory" | "no_safe_correction" | "rescan"
     text: str
     distance_mm: float = 0.0  # advance / withdraw along the current axis
     withdraw_to_mm: float | None = None  # redirect: the pivot depth under the skin

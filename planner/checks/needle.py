@@ -212,6 +212,7 @@ class NeedleFinding:
     peak_hu: float
     score: float  # confidence in [0, 1]
     notes: list[str] = field(default_factory=list)
+    tip_in_scan: bool = True  # False: the metal runs out of the scan on the tip's side; tip_lps is a lower bound
 
 
 @dataclass
@@ -1037,6 +1038,7 @@ def _measure(ctx: _Context, c, u, t0, t1, peak, min_length_mm) -> NeedleFinding 
     if reason:
         return reason
     notes: list[str] = []
+    tip_in_scan = True
     if da is None or db is None:
         da = db = 0.0
         notes.append("no body found: tip and hub end told apart by the scan's edges alone")
@@ -1044,6 +1046,7 @@ def _measure(ctx: _Context, c, u, t0, t1, peak, min_length_mm) -> NeedleFinding 
     if a_edge and b_edge:
         notes.append("the metal runs out of the scan at both ends: the tip is not in the scan")
         tip_is_b = db >= da
+        tip_in_scan = False
     elif a_edge or b_edge:
         free_inside = inside_b if a_edge else inside_a
         tip_is_b = a_edge
@@ -1051,6 +1054,7 @@ def _measure(ctx: _Context, c, u, t0, t1, peak, min_length_mm) -> NeedleFinding 
             notes.append("the metal's only end in the scan lies outside the body (the hub end): the tip is beyond "
                          "the scan; the deepest visible metal is given")
             tip_is_b = not tip_is_b
+            tip_in_scan = False
     else:
         tip_is_b = db > da
         if inside_a and inside_b:
@@ -1069,7 +1073,7 @@ def _measure(ctx: _Context, c, u, t0, t1, peak, min_length_mm) -> NeedleFinding 
     even = float(np.clip(1.0 - feats["uneven"] / MAX_UNEVEN, 0.0, 1.0))
     score = round(0.4 * elong + 0.3 * content + 0.3 * even, 3)
     return NeedleFinding(np.asarray(tip, float), np.asarray(hub, float), np.asarray(direction, float), length,
-                         diameter, float(peak), score, notes)
+                         diameter, float(peak), score, notes, tip_in_scan)
 
 
 def _features(ctx: _Context, res: dict, ta: float, tb: float, tissue_only: bool = False) -> dict:

@@ -23,7 +23,8 @@ from ..report.facts import (Bullets, KeyValues, ReportFacts, Table, clip, deg, m
 
 #: The correction's action, as the first words of the box.
 ACTION_WORDS = {"none": "ON TARGET", "advance": "ADVANCE", "withdraw": "WITHDRAW", "redirect": "REDIRECT",
-                "new_trajectory": "NEW TRAJECTORY", "no_safe_correction": "NO SAFE CORRECTION"}
+                "new_trajectory": "NEW TRAJECTORY", "no_safe_correction": "NO SAFE CORRECTION",
+                "rescan": "SCAN AGAIN"}
 WARNINGS_TITLE = "Warnings"
 CHECK_SIGNATURE = ("Check reviewed by (name):", "Date and time:")
 CHECK_DISCLAIMER = ("A computed comparison of the check scan with the plan: look at the needle on the check scan "
@@ -223,6 +224,7 @@ def check_facts(doc: dict[str, Any], plan_doc: dict[str, Any] | None, number: in
         nrows.append(("Length seen in the scan", mm(n["length_mm"])))
     if n.get("diameter_mm") is not None:
         nrows.append(("Diameter measured", mm(n["diameter_mm"])))
+    nrows += [(f"Caution {k + 1}", clip(str(x), 600)) for k, x in enumerate(n.get("notes", []))]
     nrows.append(("Needles found in the check scan", f"{len(found)}" + (" (the one nearest the plan is compared)"
                                                                        if len(found) > 1 else "")))
     b.append(KeyValues("The needle found", nrows))

@@ -137,8 +137,11 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
 
     found = find_needles(check)
     if not found:
-        raise NoNeedleFound(f"{check.meta.source}: no needle found in the check scan (no line of metal of 8 mm or "
-                            "more): nothing to compare with the plan")
+        from .needle import MIN_EDGE_LENGTH_MM
+
+        raise NoNeedleFound(f"{check.meta.source}: no needle found in the check scan (no straight line of metal of "
+                            f"8 mm or more, or of {MIN_EDGE_LENGTH_MM:g} mm where it runs out of the scan): nothing "
+                            "to compare with the plan")
     w = (target - entry) / np.linalg.norm(target - entry)
     mapped = []
     for n in found:
@@ -178,10 +181,18 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
         block = again.targets[0]
         return [t.to_json() for t in block.trajectories], dict(block.rejected), block.n_candidates
 
-    cor = choose_correction(dev, entry=actual_entry, tip=tip, u=u, target=target, structures=structures,
-                            image=planning, preset=preset,
-                            extension_ok=not too_close, extension_why=", ".join(too_close[:3]),
-                            replan=replan, position=best.patient_position)
+    if chosen.tip_in_scan:
+        cor = choose_correction(dev, entry=actual_entry, tip=tip, u=u, target=target, structures=structures,
+                                image=planning, preset=preset,
+                                extension_ok=not too_close, extension_why=", ".join(too_close[:3]),
+                                replan=replan, position=best.patient_position)
+    else:  # the true tip is deeper than the metal seen: no advance or withdraw can be measured from it
+        from .correct import Correction
+
+        cor = Correction("rescan", f"scan again over the tip before moving the needle: the tip is not in the check "
+                                   f"scan, it is at least {dev.depth_reached_mm:.0f} mm deep along the plan "
+                                   f"({max(dev.remaining_mm, 0.0):.0f} mm or less to the target's depth); the angle "
+                                   f"from the plan ({dev.angle_deg:.1f} deg) is measured on the metal seen")
     document = {
         "schema": SCHEMA,
         "coordinate_system": "LPS",
@@ -198,7 +209,7 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
                          "summary": _registration_summary(reg.quality)},
         "needle": {"entry_lps": [round(float(x), 2) for x in actual_entry], "tip_lps": [round(float(x), 2) for x in tip], "direction_lps": [round(float(x), 5) for x in u],
                    "hub_end_lps": [round(float(x), 2) for x in hub], "length_mm": round(float(chosen.length_mm), 1),
-                   "diameter_mm": round(float(chosen.diameter_mm), 2)},
+                   "diameter_mm": round(float(chosen.diameter_mm), 2), "notes": list(chosen.notes)},
         "needles_found": [{"tip_lps": [round(float(x), 2) for x in t], "direction_lps": [round(float(x), 5) for x in uu],
                            "length_mm": round(float(n.length_mm), 1)} for _, t, _, uu, n in mapped],
         "deviation": dev.to_json(),
@@ -214,6 +225,7 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
                            check_to_planning=m, preset=preset)
     folder = _write_check(d, document, lambda staging: write_check_outputs(staging, document, context,
                                                                            dicom=dicom, anonymize=anonymize))
+    notes.extend(f"needle: {n}" for n in chosen.notes)
     if any(not c["ok"] for c in clearances.values()):
         notes.append("WARNING: the actual path, or its extension to the target's depth, is closer to a structure "
                      "at risk than the preset allows (see clearance)")
