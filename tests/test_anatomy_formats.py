@@ -339,6 +339,7 @@ def test_slicer_seg_round_trip_with_layers_and_geometry(tmp_path):
     assert back.names() == sset.names()
     for s in sset:
         assert np.array_equal(back.mask(s.name), sset.mask(s.name)) and back[s.name].colour == s.colour
+        assert back[s.name].offset == s.offset and back[s.name].mask.shape == s.mask.shape  # tight crops
     data, h = nrrd.read(str(path), index_order="F")  # file axis order: (layer, i, j, k)
     assert h["dimension"] == 4 and h["kinds"] == ["list", "domain", "domain", "domain"]
     assert h["space"] == "left-posterior-superior" and h["encoding"] == "gzip"
@@ -408,3 +409,43 @@ def test_slicer_seg_that_misses_the_ct_is_refused(tmp_path):
                {"space": "left-posterior-superior", "space directions": np.eye(3), "space origin": [0, 0, 0]})
     with pytest.raises(InputError, match="no Segment<N>_ fields"):
         load_slicer_seg(tmp_path / "plain.seg.nrrd", ct)
+
+
+def test_a_structures_file_read_again_comes_from_the_cache_unchanged(tmp_path, monkeypatch):
+    """The second reading of the same file onto the same CT comes from the mask cache and is the
+    same structure set; a changed file or another CT is read afresh; a damaged entry is ignored."""
+    from planner.anatomy import mask_cache
+    from planner.anatomy import slicer_seg
+
+    monkeypatch.setenv("PLANNER_CACHE", str(tmp_path / "cache"))
+    ct = oblique_grid()
+    sset = three_structures(ct)
+    sset_path = tmp_path / "s.seg.nrrd"
+    save_slicer_seg(sset, sset_path)
+    first = load_slicer_seg(sset_path, ct)
+    entries = list((tmp_path / "cache" / "structures").glob("*.npz"))
+    assert len(entries) == 1
+    reads = []
+    real = slicer_seg.read_slicer_seg
+    monkeypatch.setattr(slicer_seg, "read_slicer_seg", lambda *a, **k: reads.append(a) or real(*a, **k))
+    again = load_slicer_seg(sset_path, ct)
+    assert reads == []  # from the cache
+    assert again.names() == first.names() and again.empty == first.empty
+    for s in first:
+        b = again[s.name]
+        assert (b.offset, b.colour, b.cls, b.source) == (s.offset, s.colour, s.cls, s.source)
+        assert np.array_equal(b.mask, s.mask)
+    # the file changes (one segment fewer): read afresh, not the old entry
+    fewer = StructureSet.for_image(ct)
+    fewer.add("liver", sset.mask("liver"), colour=sset["liver"].colour)
+    save_slicer_seg(fewer, sset_path)
+    assert load_slicer_seg(sset_path, ct).names() == ["liver"] and len(reads) == 1
+    # another CT (other voxels, same grid): read afresh
+    other = ct.with_voxels(np.asarray(ct.voxels) + 1)
+    load_slicer_seg(sset_path, other)
+    assert len(reads) == 2
+    # a damaged entry is ignored and replaced
+    for e in (tmp_path / "cache" / "structures").glob("*.npz"):
+        e.write_bytes(e.read_bytes()[:100])
+    assert load_slicer_seg(sset_path, ct).names() == ["liver"] and len(reads) == 3
+    assert load_slicer_seg(sset_path, ct).names() == ["liver"] and len(reads) == 3

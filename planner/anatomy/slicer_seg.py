@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import InputError, brief
 from ..images import Image, geometry
@@ -120,7 +121,26 @@ def _segments(header: dict[str, Any], n_layers: int, p: Path) -> list[dict[str, 
     return out
 
 
-def load_slicer_seg(path: str | os.PathLike[str], ct: Image) -> StructureSet:
+def load_slicer_seg(path: str | os.PathLike[str], ct: Image, *, cache: bool = True) -> StructureSet:
+    """Read a 3D Slicer ``.seg.nrrd`` onto the CT grid (see :func:`read_slicer_seg`); with
+    ``cache``, a file read before onto the same CT comes from :mod:`.mask_cache` (same bytes,
+    same voxels), and a file read now is kept there."""
+    if not cache:
+        return read_slicer_seg(path, ct)
+    from . import mask_cache
+
+    try:
+        sha = mask_cache.file_sha256(path)
+    except OSError:
+        return read_slicer_seg(path, ct)  # the reader says what is wrong with the path
+    sset = mask_cache.cached_structures(sha, ct, str(Path(path)))
+    if sset is None:
+        sset = read_slicer_seg(path, ct)
+        mask_cache.store_structures(sha, ct, sset)
+    return sset
+
+
+def read_slicer_seg(path: str | os.PathLike[str], ct: Image) -> StructureSet:
     """Read a 3D Slicer ``.seg.nrrd`` onto the CT grid.
 
     Parameters
@@ -149,8 +169,23 @@ def load_slicer_seg(path: str | os.PathLike[str], ct: Image) -> StructureSet:
     sset = StructureSet.for_image(ct)
     taken: set[str] = set()
     outside = []
+    same_grid = layers.shape[1:] == ct.shape and np.allclose(affine, ct.affine, atol=1e-4)
+    boxes: dict[int, list] = {}  # per layer, the bounding box of each label value (one pass per layer)
     for s in _segments(header, layers.shape[0], p):
         name = unique_name(structure_name(s["name"]), taken)
+        layer = layers[s["layer"]]
+        if same_grid and s["value"] >= 1 and np.issubdtype(layer.dtype, np.integer):
+            # the common case (a plan's own structures): no full-grid mask per segment
+            if s["layer"] not in boxes:
+                boxes[s["layer"]] = ndimage.find_objects(np.maximum(layer, 0) if layer.min() < 0 else layer)
+            found = boxes[s["layer"]]
+            box = found[s["value"] - 1] if s["value"] <= len(found) else None
+            if box is None:
+                sset.empty.append(name)
+            else:
+                sset.add_cropped(name, tuple(b.start for b in box), layer[box] == s["value"], colour=s["colour"],
+                                 source=str(p))
+            continue
         mask = layers[s["layer"]] == s["value"]
         if not mask.any():
             sset.empty.append(name)

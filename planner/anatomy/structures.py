@@ -97,6 +97,30 @@ class StructureSet:
         self._items[name] = s
         return s
 
+    def add_cropped(self, name: str, offset: tuple[int, int, int], crop: np.ndarray, *,
+                    cls: StructureClass | str | None = None, colour: tuple[int, int, int] | None = None,
+                    source: str = "") -> Structure | None:
+        """Add a mask given as a crop of the grid at ``offset`` (k0, j0, i0), without a full-grid
+        copy; trimmed to its own bounding box. Returns the structure, or None if it is empty."""
+        m = np.asarray(crop).astype(bool, copy=False)
+        o = np.asarray(offset, int)
+        if m.ndim != 3 or np.any(o < 0) or np.any(o + np.array(m.shape) > np.array(self.shape)):
+            raise InputError(f"structure {name!r}: a crop of shape {m.shape} at {tuple(o)} is not inside the "
+                             f"image grid {self.shape}")
+        if name in self._items:
+            raise InputError(f"structure {brief(repr(name), 60)} is given twice")
+        idx = [np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+        if any(len(v) == 0 for v in idx):
+            self.empty.append(name)
+            return None
+        lo = [int(v[0]) for v in idx]
+        hi = [int(v[-1]) + 1 for v in idx]
+        tight = np.ascontiguousarray(m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+        c = StructureClass.parse(cls) if cls is not None else class_of(name)
+        s = Structure(name, c, colour or colour_of(c), tuple(int(a + b) for a, b in zip(o, lo)), tight, source)
+        self._items[name] = s
+        return s
+
     # --- reading --------------------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -127,15 +127,26 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
     seg = d / STRUCTURES_FILE
     if not seg.is_file() or file_sha256(seg) != plan.structures_sha256:
         raise InputError(f"{seg}: missing or not the structures the plan was made against")
-    structures = load_slicer_seg(seg, planning)
 
     best = plan.trajectories[0]
     entry, target = np.asarray(best.entry, float), np.asarray(best.target, float)
-    reg = register_check(planning, check, entry_lps=entry, target_lps=target)
+    # the needles and the structures do not depend on the registration: found and read beside it
+    # (ITK, numba and zlib work outside Python's lock), each result the same as one after another
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="check") as pool:
+        needles_job = pool.submit(find_needles, check)
+        structures_job = pool.submit(load_slicer_seg, seg, planning)
+        try:
+            reg = register_check(planning, check, entry_lps=entry, target_lps=target)
+            found = needles_job.result()
+            structures = structures_job.result()
+        finally:
+            needles_job.cancel()
+            structures_job.cancel()
     m = np.asarray(reg.check_to_planning, float)
     rot = m[:3, :3]
 
-    found = find_needles(check)
     if not found:
         from .needle import MIN_EDGE_LENGTH_MM
 
