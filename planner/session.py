@@ -96,9 +96,8 @@ class PlanRequest:
             raise InputError(f"side {self.side!r}: left or right (of the patient)")
         if not isinstance(self.n_best, int) or self.n_best < 1:
             raise InputError(f"n {self.n_best!r}: at least one trajectory must be kept")
-        if self.modality == "MR" and self.structures is None:
-            raise InputError(f"{self.ct}: an MR plan needs --structures (the automatic segmentation works on CT "
-                             "Hounsfield units only); segment the MR in 3D Slicer or TotalSegmentator's MR task")
+        if self.modality == "MR" and self.structures is None and self.fissure_points is not None:
+            raise InputError("--fissure-points shape the lobes of a chest CT; an MR is segmented as a knee")
         if self.modality == "MR" and any(t.kind == "seed" for t in self.targets):
             raise InputError("--seed segments a lesion by CT density; on MR give --target X,Y,Z or --target-label")
         if self.avid and self.pet is None:
@@ -174,9 +173,16 @@ class PlanningSession:
         preset, points = request.check()
         ct = load_image(request.ct, request.series_uid, request.modality, progress, echo=request.echo,
                         phase=request.phase)
+        mr_echo = request.echo
         if request.structures is not None:
             sset = load_structures(request.structures, ct, progress=progress)
             source = str(request.structures)
+        elif request.modality == "MR":
+            from .anatomy.autoseg.knee_mr import segment_mr_scan
+
+            ct, seg = segment_mr_scan(request.ct, request.series_uid, request.echo, progress, image=ct)
+            sset, mr_echo = seg.structures, seg.echo
+            source = "automatic segmentation (knee MR)"
         else:
             from .anatomy.cache import cached_segmentation
 
@@ -189,12 +195,12 @@ class PlanningSession:
                 "holds no structure (every one is empty): there is nothing to plan against"
                 if request.structures is not None else
                 "the automatic segmentation found nothing (no body, lungs or bones): is it a CT of a patient?"))
-        if request.modality == "MR":
+        if request.modality == "MR" and request.structures is not None:
             sset.notes.append(f"MR scan: every structure comes from {source}; the automatic segmentation is "
                               "CT-specific and was not used; the skin is found from the MR signal")
         session = cls(ct, sset, procedure=preset.id, approach=request.approach, side=request.side,
                       structures_source=source, imported=request.structures is not None)
-        session.echo, session.phase = request.echo, request.phase
+        session.echo, session.phase = mr_echo, request.phase
         session.check_structures()
         if request.pet is not None:
             session.attach_pet(request.pet, request.avid, progress)
@@ -225,7 +231,11 @@ class PlanningSession:
         if spec.kind == "seed":
             return self._avid(target_from_seed(self.image, spec.point()))
         if spec.kind == "label":
-            return self._avid(target_from_structure(self.image, self.structures, str(spec.value)))
+            label = str(spec.value)
+            if label == "effusion" and label not in self.structures:  # the joint's effusion, whatever its side
+                found = [n for n in self.structures.names() if "effusion" in n]
+                label = found[0] if len(found) == 1 else label
+            return self._avid(target_from_structure(self.image, self.structures, label))
         from .anatomy.joints import joint_target
 
         return joint_target(self.image, self.structures, str(spec.value))

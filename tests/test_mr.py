@@ -53,8 +53,8 @@ def test_mr_plan_needs_imported_structures_and_says_so(knee_mr, tmp_path, capsys
     structures = ROOT / "assets/demo/knee/structures.nii.gz"
     args = ["plan", "--ct", str(folder), "--modality", "MR", "--target-label", "knee_effusion_right",
             "--procedure", "knee-injection", "--out", str(tmp_path / "plan")]
-    assert main(args) == 2  # no structures: refused
-    assert "needs --structures" in capsys.readouterr().err
+    assert main(args) == 2  # no structures: segmented automatically, and this one-echo T2 shows no effusion apart
+    assert "knee_effusion_right" in capsys.readouterr().err
     assert main(args + ["--structures", str(structures)]) == 0
     doc = json.loads((tmp_path / "plan" / "plan.json").read_text())
     assert doc["image"]["modality"] == "MR" and doc["status"] == "ok"

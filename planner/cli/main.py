@@ -354,8 +354,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     points = read_fissure_points(args.fissure_points) if args.fissure_points else None  # fails before the long work
     progress = _Progress()
     try:
-        ct = load_image(args.path, args.series, "CT", progress, echo=args.echo, phase=args.phase)
-        sset = segment_ct(ct, progress=progress, fissure_points=points)
+        ct = load_image(args.path, args.series, None, progress, echo=args.echo, phase=args.phase)
+        if (ct.meta.modality or "").upper() == "MR":  # a knee MR: its own classical segmentation
+            from ..anatomy.autoseg.knee_mr import segment_mr_scan
+
+            ct, seg = segment_mr_scan(args.path, args.series, args.echo, progress, image=ct)
+            sset = seg.structures
+        else:
+            ct = load_image(args.path, args.series, "CT", progress, echo=args.echo, phase=args.phase)
+            sset = segment_ct(ct, progress=progress, fissure_points=points)
     finally:
         progress.close()
     if len(sset) == 0:

@@ -116,6 +116,25 @@ def planning_frame(entry: np.ndarray, target: np.ndarray) -> ViewFrame:
     return frame(mid, n, -Y, X)
 
 
+def acquisition_frame(entry: np.ndarray, target: np.ndarray, slice_normal: np.ndarray) -> ViewFrame:
+    """The planning slice of an MR: the plane of the needle closest to the acquisition plane
+    (normal ``slice_normal``), superior (else anterior) up."""
+    e, t = np.asarray(entry, float), np.asarray(target, float)
+    d = _unit(t - e)
+    a = np.asarray(slice_normal, float)
+    n = a - (a @ d) * d
+    if np.linalg.norm(n) < 1e-6:
+        return planning_frame(e, t)
+    n = _unit(n)
+    if abs(n[0]) >= max(abs(n[1]), abs(n[2])):
+        n = n if n[0] <= 0 else -n  # sagittal-like: from the patient's left, anterior on the left
+    elif abs(n[1]) >= abs(n[2]):
+        n = n if n[1] >= 0 else -n  # coronal-like: from the front
+    else:
+        n = n if n[2] >= 0 else -n  # axial-like: from the feet
+    return frame((e + t) / 2.0, n, Z if abs(n[2]) < 0.9 else -Y)
+
+
 def progression_frame(entry: np.ndarray, target: np.ndarray) -> ViewFrame:
     """The progression view: perpendicular to the needle and to the planning slice.
 

@@ -35,6 +35,14 @@ SLICE_VIEWS = ("slice_axial", "slice_coronal", "slice_sagittal")
 LABEL_COLOUR = (255, 255, 255)
 
 
+def mr_window(image: Any) -> tuple[float, float]:
+    """(level, width) of an MR: its 1st to 99.5th percentile of the signal above the background."""
+    v = np.asarray(image.voxels)[:: max(1, image.shape[0] // 24)].astype(np.float32).ravel()
+    v = v[v > 0.05 * float(v.max())] if v.size and v.max() > 0 else v
+    lo, hi = (np.percentile(v, [1.0, 99.5]) if v.size else (0.0, 1.0))
+    return float((lo + hi) / 2.0), float(max(hi - lo, 1.0))
+
+
 class Scene:
     """One case ready to draw: the CT as VTK data and the structure meshes, built once, shared."""
 
@@ -73,8 +81,16 @@ class Scene:
             return np.asarray(self.case.target, float)
         return self.case.ct.corners().mean(axis=0)
 
-    def default_window(self) -> str:
+    def default_window(self) -> str | tuple[float, float]:
+        if (self.case.ct.meta.modality or "").upper() == "MR":
+            return mr_window(self.case.ct)
         return "lung" if (self.case.plan or {}).get("procedure") == "lung-biopsy" else "soft-tissue"
+
+    def acquisition_normal(self) -> np.ndarray | None:
+        """The slice normal of an MR (its acquisition plane: slice views default to it); None on CT."""
+        if (self.case.ct.meta.modality or "").upper() != "MR":
+            return None
+        return np.asarray(self.case.ct.direction[:, 2], float)
 
 
 @dataclass
@@ -398,16 +414,20 @@ def planning_slice(scene: Scene, size: tuple[int, int] = (800, 600), rank: int =
     Seen from the feet with anterior up (radiological), like an axial slice tilted by the
     gantry angle the CT operator sets. The nearest structures are labelled with their clearance.
     """
-    view, path, f, font = _needle_slice(scene, "planning_slice", G.planning_frame,
+    acq = scene.acquisition_normal()
+    frame_of = G.planning_frame if acq is None else (lambda e, t: G.acquisition_frame(e, t, acq))
+    view, path, f, font = _needle_slice(scene, "planning_slice", frame_of,
                                         lambda p: max(1.0 * p.length_mm, 80.0), size, rank, window, host, font_scale)
     over = view.overlay
     ang = G.needle_angles(path.entry, path.target)
-    tilt = float(np.degrees(np.arccos(np.clip(abs(f.dop[2]), 0, 1))))
+    ref = np.array([0.0, 0.0, 1.0]) if acq is None else acq
+    tilt = float(np.degrees(np.arccos(np.clip(abs(float(f.dop @ ref)), 0, 1))))
     lines = [
         f"Planning slice, #{path.rank}" + (" (chosen)" if path.rank == 1 else " (alternative)"),
         f"from vertical (AP): {ang.from_vertical_deg:.1f}\u00b0",
         f"craniocaudal: {_craniocaudal_words(ang)}",
-        f"plane tilt from axial: {tilt:.1f}\u00b0",
+        f"plane tilt from axial: {tilt:.1f}\u00b0" if acq is None else
+        f"plane tilt from the MR's slices: {tilt:.1f}\u00b0",
         f"depth to target: {ang.depth_mm:.1f} mm",
         f"needle {path.gauge} {path.needle_length_mm:g} mm",
     ]

@@ -1,0 +1,685 @@
+"""Classical segmentation of a knee MR (no trained model): relative intensities, echo decay and
+the geometry of the knee.
+
+MR values have no fixed scale, so every threshold here is relative to the scan itself (Otsu's
+threshold and percentiles inside the body), and the names come from where things lie, not from
+their brightness alone. Works in the acquisition plane (the array's slices, whatever their
+orientation) and links the slices in 3D. What each step finds, and what it misses:
+
+* **body**: Otsu's threshold of the first echo, holes filled (see :mod:`.mr`). Misses nothing
+  but coil and fold-over artefact outside the limb, which it drops.
+* **femur, tibia, patella, fibula** (``<bone>_<side>``): the fatty marrow, brighter than muscle
+  on images without fat suppression (T1, PD, T2 and multi-echo T2), in a dark rim (cortex).
+  The bright tissue inside the body, a subcutaneous band taken away, is cut into pieces in each
+  slice and the pieces linked between slices; the two largest are femur (upper) and tibia
+  (lower); the patella is the thick piece in front of the distal femur, above the joint; the
+  fibula the piece behind and lateral to the upper tibia, below the plateau. The cortex (a
+  1-3 mm dark rim) is added by a closing, so the surfaces are those of the bone, not of the
+  marrow. Misses: bone on fat-suppressed images (marrow as dark as muscle: nothing is found and
+  the notes say so), marrow oedema (dark on T1, bright on T2: may leave holes), a fat pad
+  (Hoffa's, prefemoral) whose edge touches the marrow through a broken cortex (joined to the bone).
+* **effusion** (``knee_effusion_<side>``): joint fluid, long T2: with several echoes the voxels
+  whose signal decays slowest (a T2 fitted over the echoes, above 1.5 times the median T2 of the
+  marrow fat) and that are bright on the late echo; with one image (fat-suppressed PD/T2, DESS)
+  the brightest signal outside bone. Only within 15 mm of the bones and in front of the back of
+  the femoral condyles (the popliteal vessels are long-T2 too and are left out by position).
+  Misses: fluid thinner than a voxel (a collapsed recess) and a Baker's cyst; on T1 or a single
+  non-fat-suppressed T2 (fat as bright as fluid) it is not credible and the notes say so.
+* **quadriceps and patellar tendons**: dark bands (below the muscle's signal) in the band where
+  each must lie: above the patella in front of the femur; from the patella's lower pole to the
+  tibial tuberosity. Found where dark voxels fill that band; partly or not at all on a slice set
+  that misses the mid-line.
+* **popliteal neurovascular bundle** (``popliteal_neurovascular_bundle_<side>``, class vessel):
+  placed by position, not seen: the soft tissue behind the femoral condyles and the tibial
+  plateau, between them in width, from 40 mm above to 40 mm below the joint line, as deep as the
+  popliteal artery, vein and tibial nerve lie. It stands for all three.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ...errors import InputError
+from ...images import Image
+from ..structures import StructureSet
+from .mr import mr_body_mask
+
+Progress = Callable[[int, int, str], None]
+
+#: A T2 (fitted over the echoes) this many times the marrow fat's median counts as fluid.
+FLUID_T2_FACTOR = 1.5
+#: Fluid lies this close (mm) to a bone of the joint.
+FLUID_NEAR_BONE_MM = 15.0
+#: Depth (mm) under the skin taken as subcutaneous fat, never bone.
+SUBCUT_MM = 3.0
+#: Opening radius (mm) that cuts bright pieces joined through thin gaps (partial volume of cortex).
+CUT_MM = 1.0
+#: Cortex added around the marrow (mm): a closing and a thin dilation up to the dark rim.
+CORTEX_MM = 1.5
+#: In-plane opening radius (mm): marrow is thicker than this, subcutaneous and intermuscular fat thinner.
+CORE_MM = 4.0
+#: Pieces on neighbouring slices are one when their overlap is this share of the smaller and of the larger.
+LINK_MIN, LINK_MAX = 0.7, 0.3
+#: Share of the body taken as thin dark lines (cortex, septa) that bound the marrow.
+DARK_LINE_TOP = 0.15
+#: Smallest bone piece (ml).
+BONE_MIN_ML = 1.0
+
+
+@dataclass
+class Echoes:
+    """The images of one MR series at the same positions: one per echo, with their echo times."""
+
+    images: list[Image]
+    numbers: list[int]
+    echo_times_ms: list[float | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            raise InputError("no MR image given")
+        if len(self.numbers) != len(self.images):
+            raise InputError("one echo number per image")
+        if not self.echo_times_ms:
+            self.echo_times_ms = [None] * len(self.images)
+        ref = self.images[0]
+        for im in self.images[1:]:
+            if im.shape != ref.shape or not np.allclose(im.affine, ref.affine, atol=1e-4):
+                raise InputError("the echoes of the series do not share one grid")
+
+    def by_number(self, n: int) -> Image:
+        if n not in self.numbers:
+            raise InputError(f"no echo {n}: the series holds echoes {self.numbers}")
+        return self.images[self.numbers.index(n)]
+
+
+def load_echoes(path, series_uid: str | None = None, progress: Progress | None = None) -> Echoes | None:
+    """Every echo of the MR series at ``path`` (a DICOM folder or file), or None when the source
+    holds one volume (NIfTI, NRRD, a single-echo series)."""
+    from pathlib import Path
+
+    from ...images.dicom import load_series, scan_folder, select_series, series_sub_volumes
+    from ...images.io import source_kind
+
+    if source_kind(Path(path)) != "dicom":
+        return None
+    series = select_series(scan_folder(path), series_uid, "MR")
+    sub = series_sub_volumes(series)
+    if len(sub["echoes"]) < 2:
+        return None
+    images, numbers, tes = [], [], []
+    for e in sub["echoes"]:
+        images.append(load_series(series, str(path), echo=e["echo"]))
+        numbers.append(int(e["echo"]))
+        tes.append(e["echo_time_ms"])
+    return Echoes(images, numbers, tes)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def _disk(r_px: float) -> np.ndarray:
+    r = max(1, int(round(r_px)))
+    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    return (x * x + y * y) <= r_px * r_px + 0.5
+
+
+def _per_slice(fn, mask: np.ndarray) -> np.ndarray:
+    return np.stack([fn(s) for s in mask], axis=0)
+
+
+def _lps(image: Image, kji: np.ndarray) -> np.ndarray:
+    return image.ijk_to_lps(np.asarray(kji, float)[:, ::-1])
+
+
+def _unshaded(v: np.ndarray, body: np.ndarray, sp: np.ndarray, sigma_mm: float = 25.0) -> np.ndarray:
+    """``v`` divided by its smooth shading: the mean signal of the body over ``sigma_mm``
+    (normalized convolution), scaled back to the body's median."""
+    sig = sigma_mm / sp
+    sig[0] = min(sig[0], 1.0)  # little across thick slices
+    w = ndi.gaussian_filter(body.astype(np.float32), sig)
+    m = ndi.gaussian_filter(np.where(body, v, 0.0).astype(np.float32), sig)
+    shade = m / np.maximum(w, 1e-3)
+    out = v / np.maximum(shade, 1e-3)
+    med = float(np.median(v[body])) if body.any() else 1.0
+    out = out * med / max(float(np.median(out[body])), 1e-6) if body.any() else out
+    return np.where(body, out, 0.0).astype(np.float32)
+
+
+def _dark_lines(v: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """Thin dark lines in each slice (cortex, even where partial volume leaves it faint; septa;
+    ligaments): a valley filter over 1-2 pixels, kept where its response is in the body's top
+    DARK_LINE_TOP share."""
+    from skimage.filters import sato
+
+    out = np.zeros(v.shape, bool)
+    resp = np.stack([sato(s, sigmas=(1.0, 2.0), black_ridges=True) for s in v])
+    r = resp[body]
+    if r.size:
+        t = float(np.percentile(r, 100.0 * (1.0 - DARK_LINE_TOP)))
+        out = (resp > t) & body
+    return out
+
+
+def _t2_map(stack: np.ndarray, tes: Sequence[float]) -> np.ndarray:
+    """T2 (ms) from a log-linear fit over the echoes (the first left out when there are more than
+    three: stimulated echoes make it too bright in multi-echo spin-echo trains)."""
+    t = np.asarray(tes, float)
+    s = stack
+    if len(t) > 3:
+        t, s = t[1:], s[1:]
+    logs = np.log(np.maximum(s, 1.0))
+    tm = t - t.mean()
+    slope = np.tensordot(tm, logs - logs.mean(axis=0), axes=(0, 0)) / float((tm ** 2).sum())
+    return np.clip(-1.0 / np.minimum(slope, -1e-4), 0.0, 2000.0).astype(np.float32)
+
+
+@dataclass
+class KneeMR:
+    """What one knee MR segmentation found, with its notes."""
+
+    structures: StructureSet
+    notes: list[str]
+    echo: int | None  # the echo chosen for display (fluid-sensitive), None for a single image
+    side: str
+
+
+def _side_of(image: Image, body: np.ndarray, side: str | None) -> str:
+    if side in ("left", "right"):
+        return side
+    if side is not None:
+        raise InputError(f"side {side!r}: left or right")
+    idx = np.argwhere(body[:, ::8, ::8]) * np.array([1, 8, 8])
+    x = float(np.median(_lps(image, idx)[:, 0]))
+    return "left" if x > 0 else "right"
+
+
+def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | None = None,
+                    progress: Progress | None = None) -> KneeMR:
+    """Segment a knee MR (see the module's notes for what each structure finds and misses).
+
+    Parameters
+    ----------
+    image : Image
+        The MR (the echo loaded, or the single image of the series).
+    echoes : Echoes, optional
+        Every echo of a multi-echo series on ``image``'s grid: the fluid comes from their decay,
+        the bones from the earliest.
+    side : "left" or "right", optional
+        The knee's side; by default from the body's position (x > 0 is the patient's left).
+    """
+    if not isinstance(image, Image):
+        raise InputError(f"expected a planner Image, got {type(image).__name__}")
+    if min(image.shape) < 3:
+        raise InputError(f"the scan is too small to segment: grid {image.shape}")
+    if echoes is not None and (echoes.images[0].shape != image.shape
+                               or not np.allclose(echoes.images[0].affine, image.affine, atol=1e-4)):
+        raise InputError("the echoes given are not on the image's grid")
+    notes: list[str] = []
+    total = 5
+
+    def step(n: int, what: str) -> None:
+        if progress is not None:
+            progress(n, total, what)
+
+    step(0, "body")
+    multi = echoes is not None and len(echoes.images) >= 2
+    if multi:
+        order = np.argsort([t if t is not None else n for t, n in zip(echoes.echo_times_ms, echoes.numbers)])
+        stack = np.stack([echoes.images[i].voxels.astype(np.float32) for i in order])
+        numbers = [echoes.numbers[i] for i in order]
+        tes = [echoes.echo_times_ms[i] if echoes.echo_times_ms[i] is not None else float(n)
+               for i, n in zip(order, numbers)]
+        early = stack[0]
+    else:
+        stack, numbers, tes = None, [], []
+        early = image.voxels.astype(np.float32)
+    sp = np.asarray(image.spacing[::-1], float)  # mm along k, j, i
+    px = float(np.mean(sp[1:]))
+    body_img = Image(early, image.affine, image.meta)
+    body = mr_body_mask(body_img)
+    side = _side_of(image, body, side)
+    sset = StructureSet.for_image(image)
+    sset.add("body", body, source="automatic (MR)")
+
+    step(1, "bones")
+    from skimage.filters import threshold_otsu
+
+    # the early image, its coil shading divided out (a smooth field, mean tissue signal over ~50 mm)
+    smooth = _per_slice(lambda s: ndi.median_filter(s, size=5), _unshaded(early, body, sp))
+    t2 = None
+    if multi:
+        # fat and marrow decay slowly, muscle fast: the fitted T2 tells them apart whatever the coil's shading
+        t2 = _t2_map(ndi.uniform_filter(stack, size=(1, 1, 3, 3)), tes)
+        t2[~body] = 0.0
+        feature = _per_slice(lambda s: ndi.median_filter(s, size=5), t2)
+        # cortex and ligaments give no signal (their fitted T2 is noise): never marrow
+        sig = _per_slice(lambda s: ndi.median_filter(s, size=3), _unshaded(early, body, sp))
+        sv = sig[body]
+        feature[sig < 0.5 * float(threshold_otsu(sv[:: max(1, sv.size // 200000)]))] = 0.0
+        feature[_dark_lines(early, body)] = 0.0
+        what = f"the T2 fitted over {len(numbers)} echoes"
+    else:
+        feature = smooth
+        what = "the signal (coil shading divided out)"
+    vals = feature[body]
+    t_fat = float(threshold_otsu(vals[:: max(1, vals.size // 200000)]))
+    bones, bone_notes, geo = _bones(image, feature, body, t_fat, sp, side, what)
+    notes += bone_notes
+    for name in ("femur", "tibia", "patella", "fibula"):
+        m = bones.get(name)
+        if m is not None and m.any():
+            sset.add(f"{name}_{side}", m, source="automatic (MR)")
+    bone_all = np.zeros(image.shape, bool)
+    for m in bones.values():
+        bone_all |= m
+
+    step(2, "fluid")
+    chosen_echo: int | None = None
+    if multi and bone_all.any():
+        marrow = bone_all & (feature > t_fat)
+        fat_t2 = float(np.median(t2[marrow])) if marrow.any() else float(np.median(t2[body]))
+        late = ndi.uniform_filter(stack[-1], size=(1, 3, 3))
+        late_fat = float(np.median(late[marrow])) if marrow.any() else float(np.percentile(late[body], 90))
+        cand = (t2 > FLUID_T2_FACTOR * fat_t2) & (late > 0.6 * late_fat) & body & ~bone_all
+        fluid = _fluid_in_joint(cand, image, bones, body, sp, geo)
+        # the echo that shows fluid against fat and muscle best: largest (fluid - brightest other) / noise
+        if fluid.any():
+            best, best_c = None, -np.inf
+            for n, vol in zip(numbers, stack):
+                f = float(np.median(vol[fluid]))
+                other = float(np.median(vol[marrow])) if marrow.any() else float(np.percentile(vol[body], 75))
+                noise = float(np.std(vol[~body])) + 1e-3
+                c = (f - other) / noise
+                if c > best_c:
+                    best, best_c = n, c
+            chosen_echo = best
+        else:
+            chosen_echo = numbers[-1]
+        notes.append(f"effusion: from the decay over {len(numbers)} echoes (TE {tes[0]:.1f}-{tes[-1]:.1f} ms): "
+                     f"T2 above {FLUID_T2_FACTOR * fat_t2:.0f} ms ({FLUID_T2_FACTOR:g} x the marrow fat's "
+                     f"{fat_t2:.0f} ms) and bright on the last echo, within {FLUID_NEAR_BONE_MM:g} mm of the bones; "
+                     f"{fluid.sum() * sset.voxel_volume_ml():.1f} ml found; echo {chosen_echo} shows it best "
+                     "(the echo chosen for display)")
+    elif bone_all.any():
+        hi = float(np.percentile(smooth[body & ~bone_all], 99.0))
+        cand = (smooth >= hi) & body & ~bone_all
+        fluid = _fluid_in_joint(cand, image, bones, body, sp, geo)
+        notes.append("effusion: one image only, so the fluid is its brightest signal outside bone (top 1 % of the "
+                     "soft tissue): credible on fat-suppressed PD/T2 or DESS, not on T1 (fluid dark) nor on T2 without "
+                     "fat suppression (fat as bright): check it")
+    else:
+        fluid = np.zeros(image.shape, bool)
+    if fluid.any():
+        sset.add(f"knee_effusion_{side}", fluid, source="automatic (MR)")
+    else:
+        notes.append("effusion: no joint fluid found (a collapsed recess): target the recess by position with "
+                     f"--target-joint knee_recess_{side}")
+
+    step(3, "tendons")
+    if bone_all.any():
+        soft = smooth[body & ~bone_all]
+        t_sig = float(threshold_otsu(soft[:: max(1, soft.size // 200000)])) if soft.size else 0.0
+        low = soft[soft < t_sig]
+        dark_t = 0.5 * float(np.median(low)) if low.size else 0.0  # half the muscle's signal
+        for name, m, note in _tendons(image, smooth, body, bones, dark_t, sp, geo, side):
+            if m is not None and m.any():
+                sset.add(name, m, source="automatic (MR)")
+            notes.append(note)
+
+    step(4, "popliteal bundle")
+    if geo.get("joint") is not None:
+        nvb, note = _popliteal(image, body, bone_all, fluid, sp, geo, side)
+        if nvb.any():
+            sset.add(f"popliteal_neurovascular_bundle_{side}", nvb, cls="vessel", source="automatic (MR, by position)")
+        notes.append(note)
+    step(5, "done")
+    sset.notes.extend(notes)
+    return KneeMR(sset, notes, chosen_echo, side)
+
+
+# --- bones -----------------------------------------------------------------------------------------
+def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp: np.ndarray, side: str, what: str
+           ) -> tuple[dict[str, np.ndarray], list[str], dict]:
+    notes: list[str] = []
+    px = float(np.mean(sp[1:]))
+    vox_ml = float(np.prod(sp)) / 1000.0
+    # depth under the skin, in the slice plane
+    depth = _per_slice(lambda s: ndi.distance_transform_edt(s), body) * px
+    bright = (smooth > t_fat) & body
+    # marrow is thick: an opening by a disk of CORE_MM keeps it and drops the fat bands under the
+    # skin and between the muscles, and cuts the bridges between a bone and a fat pad
+    core_disk = _disk(CORE_MM / px)
+    opened = _per_slice(lambda s: ndi.binary_opening(s, core_disk), bright)
+    lab2 = np.zeros(bright.shape, np.int32)
+    count = 0
+    for k in range(bright.shape[0]):
+        lab, n = ndi.label(opened[k])
+        if n == 0:
+            continue
+        sizes = np.bincount(lab.ravel(), minlength=n + 1) * px * px
+        shallow = np.bincount(lab.ravel(), weights=(depth[k] <= SUBCUT_MM + CORE_MM).ravel(), minlength=n + 1)
+        keep = shallow * px * px < 0.6 * np.maximum(sizes, 1e-6)  # mostly under the skin: subcutaneous fat
+        keep[0] = False
+        keep &= sizes >= 60.0  # mm2
+        new = np.cumsum(keep) * keep
+        lab2[k] = np.where(keep[lab], new[lab] + count, 0)
+        count += int(keep.sum())
+    lab3, n3 = _link_slices(lab2, count)
+    geo: dict = {}
+    if n3 == 0:
+        notes.append("bones: no marrow brighter than muscle was found (fat-suppressed images?): no bone segmented; "
+                     "import the bones with --structures")
+        return {}, notes, geo
+    sizes = np.bincount(lab3.ravel(), minlength=n3 + 1).astype(float)
+    sizes[0] = 0
+    idx = np.argwhere(lab3 > 0)
+    pts = _lps(image, idx)
+    lb = lab3[tuple(idx.T)]
+    cnt = np.bincount(lb, minlength=n3 + 1).astype(float)
+    cen = np.stack([np.bincount(lb, weights=pts[:, a], minlength=n3 + 1) / np.maximum(cnt, 1) for a in range(3)], 1)
+    zmin = np.full(n3 + 1, np.inf)
+    zmax = np.full(n3 + 1, -np.inf)
+    np.minimum.at(zmin, lb, pts[:, 2])
+    np.maximum.at(zmax, lb, pts[:, 2])
+    big = [int(i) for i in np.argsort(sizes)[::-1] if sizes[i] * vox_ml >= BONE_MIN_ML]
+    out: dict[str, np.ndarray] = {}
+    if len(big) < 2:
+        notes.append("bones: fewer than two large marrow regions: femur and tibia not told apart; no bone segmented")
+        return {}, notes, geo
+    a, b = big[0], big[1]
+    fem, tib = (a, b) if cen[a, 2] > cen[b, 2] else (b, a)
+    if zmin[fem] < cen[tib, 2] or zmax[tib] > cen[fem, 2]:
+        notes.append("bones: the two largest marrow regions are not one above the other: not a knee in extension? "
+                     "no bone segmented")
+        return {}, notes, geo
+    lateral = -1.0 if side == "right" else 1.0  # LPS x towards the knee's lateral side
+    fem_pts = pts[lb == fem]
+    tib_pts = pts[lb == tib]
+    joint_z = 0.5 * (fem_pts[:, 2].min() + tib_pts[:, 2].max())
+    fem_low = fem_pts[fem_pts[:, 2] < fem_pts[:, 2].min() + 30.0]
+    fem_front = float(fem_low[:, 1].min())  # most anterior point of the distal femur (y)
+    fem_back = float(fem_low[:, 1].max())
+    fem_x = float(np.median(fem_low[:, 0]))
+    geo.update(joint=joint_z, fem_front=fem_front, fem_back=fem_back, fem_x=fem_x,
+               fem_width=float(np.ptp(fem_low[:, 0])), fem_bottom=float(fem_pts[:, 2].min()),
+               tib_top=float(tib_pts[:, 2].max()))
+    chosen = {"femur": fem, "tibia": tib}
+    # patella: thick piece in front of the distal femur, its centre above the joint line
+    best, best_score = None, 0.0
+    for i in big[2:] + [int(i) for i in np.argsort(sizes)[::-1] if 0.3 <= sizes[i] * vox_ml < BONE_MIN_ML]:
+        c = cen[i]
+        if not (c[2] > joint_z + 8.0 and c[2] < joint_z + 70.0 and c[1] < fem_front + 10.0):
+            continue
+        if abs(c[0] - fem_x) > 0.5 * geo["fem_width"] + 10.0:
+            continue
+        score = sizes[i] * vox_ml
+        if score > best_score:
+            best, best_score = i, score
+    if best is not None:
+        chosen["patella"] = best
+    else:
+        notes.append("patella: not found (no thick bright piece in front of the distal femur)")
+    # fibula: behind and lateral to the upper tibia, below the plateau
+    tib_up = tib_pts[tib_pts[:, 2] > tib_pts[:, 2].max() - 40.0]
+    tib_lat = float(np.percentile(tib_up[:, 0] * lateral, 90))
+    best, best_score = None, 0.0
+    for i in [int(i) for i in np.argsort(sizes)[::-1] if sizes[i] * vox_ml >= 0.3]:
+        if i in chosen.values():
+            continue
+        c = cen[i]
+        tib_mid = float(np.median(tib_up[:, 0])) * lateral
+        if c[2] < joint_z - 5.0 and c[2] > joint_z - 90.0 and c[0] * lateral > tib_mid + 0.25 * (tib_lat - tib_mid) * 2 \
+                and c[1] > float(np.median(tib_up[:, 1])) - 5.0 and c[1] < float(np.max(tib_up[:, 1])) + 10.0:
+            score = sizes[i] * vox_ml
+            if score > best_score:
+                best, best_score = i, score
+    if best is not None:
+        chosen["fibula"] = best
+    else:
+        notes.append("fibula: not found (not in the field of view, or its head not told from the soft tissue)")
+    lab3 = _attach_pieces(lab2, lab3, list(chosen.values()))
+    # each bone: its marrow, closed and filled per slice, grown by the cortex up to the dark rim
+    close = _disk(3.0 / px)
+    grow = _disk(CORTEX_MM / px)
+    taken = np.zeros(image.shape, bool)
+    for name, i in chosen.items():
+        m = lab3 == i
+        sl = ndi.find_objects(m.astype(np.uint8))[0]
+        sl = tuple(slice(max(s.start - 8, 0), min(s.stop + 8, n)) if ax else s
+                   for ax, (s, n) in enumerate(zip(sl, image.shape)))
+        sub = m[sl]
+        sub = _per_slice(lambda s: ndi.binary_fill_holes(ndi.binary_closing(s, close, border_value=0)), sub)
+        sub = _per_slice(lambda s: ndi.binary_dilation(s, grow), sub) & body[sl]
+        full = np.zeros(image.shape, bool)
+        full[sl] = sub
+        full &= ~taken
+        taken |= full
+        out[name] = full
+    found = ", ".join(n for n in ("femur", "tibia", "patella", "fibula") if n in out)
+    notes.append(f"bones ({found}): the fatty marrow, above Otsu's threshold ({t_fat:.0f}) of {what} inside "
+                 f"the body, thicker than {2 * CORE_MM:g} mm, in its dark cortex, {CORTEX_MM:g} mm of cortex added; named by position")
+    return out, notes, geo
+
+
+def _attach_pieces(lab2: np.ndarray, lab3: np.ndarray, bones: list[int], rounds: int = 3) -> np.ndarray:
+    """A piece of a slice that was not linked (its shape changed too much from the next slice) joins
+    a bone when at least half of it lies on that bone in a neighbouring slice (the ends of a bone,
+    where it narrows fast)."""
+    lab3 = lab3.copy()
+    for _ in range(rounds):
+        changed = False
+        for k in range(lab2.shape[0]):
+            free = (lab2[k] > 0) & ~np.isin(lab3[k], bones)
+            if not free.any():
+                continue
+            ids = lab2[k][free]
+            area = np.bincount(ids)
+            for nb in (k - 1, k + 1):
+                if nb < 0 or nb >= lab2.shape[0]:
+                    continue
+                for b in bones:
+                    on = np.bincount(ids, weights=(lab3[nb][free] == b).astype(float), minlength=len(area))
+                    for pid in np.flatnonzero((area > 0) & (on >= 0.5 * np.maximum(area, 1))):
+                        sel = lab2[k] == pid
+                        if not np.isin(lab3[k][sel], bones).any():
+                            lab3[k][sel] = b
+                            changed = True
+        if not changed:
+            break
+    return lab3
+
+
+def _link_slices(lab2: np.ndarray, count: int) -> tuple[np.ndarray, int]:
+    """3D pieces from per-slice pieces: two pieces on neighbouring slices are one when they share
+    at least half of the smaller one's area (a fat pad that only grazes a bone on the next slice
+    stays apart)."""
+    parent = np.arange(count + 1)
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    area = np.bincount(lab2.ravel(), minlength=count + 1)
+    for k in range(lab2.shape[0] - 1):
+        a, b = lab2[k].ravel(), lab2[k + 1].ravel()
+        both = (a > 0) & (b > 0)
+        if not both.any():
+            continue
+        pairs, n = np.unique(np.stack([a[both], b[both]]), axis=1, return_counts=True)
+        for (x, y), c in zip(pairs.T, n):
+            if c >= LINK_MIN * min(area[x], area[y]) and c >= LINK_MAX * max(area[x], area[y]):
+                rx, ry = find(int(x)), find(int(y))
+                if rx != ry:
+                    parent[max(rx, ry)] = min(rx, ry)
+    roots = np.array([find(i) for i in range(count + 1)])
+    uniq, new = np.unique(roots, return_inverse=True)
+    new = new.astype(np.int32)  # root 0 (background) stays 0: it is the smallest
+    return new[lab2], int(len(uniq) - 1)
+
+
+# --- fluid -----------------------------------------------------------------------------------------
+def _fluid_in_joint(cand: np.ndarray, image: Image, bones: dict[str, np.ndarray], body: np.ndarray,
+                    sp: np.ndarray, geo: dict) -> np.ndarray:
+    """Fluid candidates kept where joint fluid lies: near the bones, not behind the condyles,
+    not at the skin; specks dropped."""
+    if not cand.any() or not bones:
+        return np.zeros(cand.shape, bool)
+    near = np.zeros(cand.shape, bool)
+    allb = np.zeros(cand.shape, bool)
+    for m in bones.values():
+        allb |= m
+    box = ndi.find_objects(allb.astype(np.uint8))[0]
+    pad = np.ceil(FLUID_NEAR_BONE_MM / sp).astype(int)
+    box = tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(box, pad, cand.shape))
+    d = ndi.distance_transform_edt(~allb[box], sampling=sp)
+    near[box] = d <= FLUID_NEAR_BONE_MM
+    fluid = cand & near & body
+    depth = _per_slice(lambda s: ndi.distance_transform_edt(s), body) * float(np.mean(sp[1:]))
+    fluid &= depth > 2.0
+    if geo.get("fem_back") is not None:
+        idx = np.argwhere(fluid)
+        if len(idx):
+            y = _lps(image, idx)[:, 1]
+            behind = y > geo["fem_back"] - 5.0
+            fluid[tuple(idx[behind].T)] = False
+    lab, n = ndi.label(fluid, ndi.generate_binary_structure(3, 2))
+    if n:
+        sizes = np.bincount(lab.ravel(), minlength=n + 1) * float(np.prod(sp))
+        keep = sizes >= 5.0  # mm3
+        keep[0] = False
+        fluid = keep[lab]
+    return fluid
+
+
+# --- tendons ---------------------------------------------------------------------------------------
+def _band_mask(image: Image, a: np.ndarray, b: np.ndarray, radius: float, box: np.ndarray) -> np.ndarray:
+    """Voxels within ``radius`` mm of the segment a-b (LPS), evaluated in ``box`` (an array mask)."""
+    out = np.zeros(image.shape, bool)
+    idx = np.argwhere(box)
+    if not len(idx):
+        return out
+    p = _lps(image, idx)
+    ab = b - a
+    t = np.clip(((p - a) @ ab) / max(float(ab @ ab), 1e-6), 0.0, 1.0)
+    d = np.linalg.norm(p - (a + t[:, None] * ab), axis=1)
+    sel = idx[d <= radius]
+    out[tuple(sel.T)] = True
+    return out
+
+
+def _tendons(image: Image, smooth: np.ndarray, body: np.ndarray, bones: dict[str, np.ndarray], dark_t: float,
+             sp: np.ndarray, geo: dict, side: str):
+    px = float(np.mean(sp[1:]))
+    depth = _per_slice(lambda s: ndi.distance_transform_edt(s), body) * px
+    dark = (smooth < dark_t) & body & (depth > 1.0)
+    allb = np.zeros(image.shape, bool)
+    for m in bones.values():
+        allb |= m
+    dark &= ~allb
+    results = []
+    pat = bones.get("patella")
+    tib = bones.get("tibia")
+    if pat is None or not pat.any():
+        results.append((f"quadriceps_tendon_{side}", None, "quadriceps and patellar tendons: not looked for "
+                        "(no patella found)"))
+        return results
+    pp = _lps(image, np.argwhere(pat))
+    top = pp[pp[:, 2] >= pp[:, 2].max() - 3.0].mean(axis=0)
+    bottom = pp[pp[:, 2] <= pp[:, 2].min() + 3.0].mean(axis=0)
+    front = float(pp[:, 1].min())
+    # quadriceps tendon: from the upper pole 50 mm up, in front of the femur
+    a = top + np.array([0.0, -3.0, 0.0])
+    b = a + np.array([0.0, 0.0, 50.0])
+    band = _band_mask(image, a, b, 9.0, dark)
+    quad = _largest(band, sp)
+    results.append((f"quadriceps_tendon_{side}", quad,
+                    f"quadriceps tendon: dark tissue within 9 mm of the line 50 mm up from the patella's upper pole "
+                    f"({quad.sum() * float(np.prod(sp)) / 1000:.1f} ml found)"))
+    if tib is not None and tib.any():
+        tp = _lps(image, np.argwhere(tib))
+        level = tp[:, 2].max() - 25.0
+        ring = tp[np.abs(tp[:, 2] - level) <= 3.0]
+        if len(ring):
+            tub = ring[np.argmin(ring[:, 1])]  # most anterior point of the tibia 25 mm below its top: tuberosity
+            a = bottom + np.array([0.0, -2.0, 0.0])
+            band = _band_mask(image, a, tub + np.array([0.0, -2.0, 0.0]), 7.0, dark)
+            idx = np.argwhere(band)
+            if len(idx):  # only in front of the line patella apex - tuberosity (not Hoffa's fat or cartilage)
+                p = _lps(image, idx)
+                f = np.interp(p[:, 2], [tub[2], bottom[2]], [tub[1], min(bottom[1], front + 8.0)])
+                band[tuple(idx[p[:, 1] > f + 3.0].T)] = False
+            patt = _largest(band, sp)
+            results.append((f"patellar_tendon_{side}", patt,
+                            f"patellar tendon: dark tissue within 7 mm of the line from the patella's lower pole to "
+                            f"the tibial tuberosity ({patt.sum() * float(np.prod(sp)) / 1000:.1f} ml found)"))
+    return results
+
+
+def _largest(mask: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    lab, n = ndi.label(mask, ndi.generate_binary_structure(3, 2))
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+# --- popliteal bundle ------------------------------------------------------------------------------
+def _popliteal(image: Image, body: np.ndarray, bone_all: np.ndarray, fluid: np.ndarray, sp: np.ndarray, geo: dict,
+               side: str) -> tuple[np.ndarray, str]:
+    """Soft tissue behind the condyles and the plateau: where the popliteal artery, vein and tibial
+    nerve run, by position."""
+    idx = np.argwhere(body)
+    p = _lps(image, idx)
+    jz = geo["joint"]
+    back = geo["fem_back"]
+    x0 = geo["fem_x"]
+    half = 0.25 * geo["fem_width"] + 6.0
+    sel = (np.abs(p[:, 2] - jz) <= 40.0) & (np.abs(p[:, 0] - x0) <= half) & (p[:, 1] >= back + 5.0) \
+        & (p[:, 1] <= back + 30.0)
+    m = np.zeros(image.shape, bool)
+    m[tuple(idx[sel].T)] = True
+    m &= ~bone_all & ~fluid
+    note = ("popliteal neurovascular bundle: placed by position, not seen: the soft tissue 5-30 mm behind the back "
+            f"of the femoral condyles, within {half:.0f} mm of the femur's mid-line, 40 mm above to 40 mm below the "
+            "joint line (artery, vein and tibial nerve together, class vessel)")
+    return m, note
+
+
+def segment_mr_scan(path, series_uid: str | None = None, echo: int | None = None,
+                    progress: Progress | None = None, image: Image | None = None) -> tuple[Image, KneeMR]:
+    """Load the MR at ``path`` with every echo of its series and segment it (a knee).
+
+    Returns the image to show and plan on (the echo asked for with ``echo``, else the one that
+    shows the fluid best, else the one loaded) and the segmentation; the notes say which echo
+    was used and why. ``image``: the MR already loaded from ``path`` (not loaded again).
+    """
+    from ...images import load_image
+
+    if image is None:
+        image = load_image(path, series_uid, "MR", progress, echo=echo)
+    echoes = load_echoes(path, series_uid)
+    result = segment_knee_mr(image, echoes, progress=progress)
+    shown = image
+    if echoes is not None:
+        if echo is not None:
+            result.echo = int(echo)
+            how = "as asked with --echo"
+        elif result.echo is not None:
+            shown = echoes.by_number(result.echo)
+            how = "the echo showing the fluid best against the marrow fat"
+        else:
+            result.echo = echoes.numbers[0]
+            how = "the first"
+        te = echoes.echo_times_ms[echoes.numbers.index(result.echo)]
+        result.notes.append(f"MR: the segmentation used all {len(echoes.numbers)} echoes of the series (bones from the "
+                            f"T2 fitted over them, fluid from its decay); echo {result.echo}"
+                            + (f" (TE {te:.1f} ms)" if te is not None else "") + f" is shown and planned on: {how}")
+    else:
+        result.notes.append("MR: one image per slice position (no echoes to combine): it is segmented and planned on")
+    result.structures.notes[:] = list(result.notes)
+    return shown, result
