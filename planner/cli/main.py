@@ -532,10 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_check)
 
     from .batch import add_commands as add_batch
+    from .library import add_commands as add_library
     from .pacs import add_commands
 
     add_commands(sub)
     add_batch(sub)
+    add_library(sub)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
     q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT)")
