@@ -21,6 +21,7 @@ import numpy as np
 
 from .anatomy import StructureSet, load_structures, segment_ct
 from .anatomy.autoseg import body_of
+from .anatomy.registry import StructureClass
 from .anatomy.target import (Target, check_structures_fit, check_target, parse_point, target_at_point,
                              target_from_seed, target_from_structure)
 from .atomic import atomic_path, replace_folder, write_json_atomic
@@ -201,7 +202,9 @@ class PlanningSession:
         session = cls(ct, sset, procedure=preset.id, approach=request.approach, side=request.side,
                       structures_source=source, imported=request.structures is not None)
         session.echo, session.phase = mr_echo, request.phase
-        session.check_structures()
+        session.check_structures()  # the imported ones alone
+        if request.structures is not None and request.modality != "MR":
+            complement_structures(ct, sset, preset, progress)
         if request.pet is not None:
             session.attach_pet(request.pet, request.avid, progress)
         return session
@@ -355,6 +358,43 @@ class PlanningSession:
         first = plan.resolved[0] if plan.resolved else None
         return write_report_set(staging, self.image, self.structures, doc=doc, dicom_reference=dicom_reference,
                                 uid_map=uid_map, target=first, body=self.body, progress=progress)
+
+
+#: Classes a preset may avoid that the automatic CT segmentation finds reliably, with its part.
+COMPLEMENT_PARTS = {StructureClass.BONE: "bones", StructureClass.LUNG: "lungs", StructureClass.AIRWAY: "airways"}
+
+
+def complement_structures(ct: Image, sset: StructureSet, preset: Any, progress: Progress | None = None) -> list[str]:
+    """Imported structures that lack a class the preset avoids (e.g. a tumour contour alone, with
+    no bone): that class is added from the automatic CT segmentation, minus the imported
+    target's voxels, and a note says so; a plan never ignores the femur because the import had
+    only the tumour. Returns the names added."""
+    C = StructureClass
+    have = {s.cls for s in sset}
+    if C.LOBE in have:
+        have.add(C.LUNG)
+    wanted = [part for cls, part in COMPLEMENT_PARTS.items()
+              if cls not in have and any(r.cls == cls for r in preset.avoid)]
+    if not wanted:
+        return []
+    auto = segment_ct(ct, progress=progress, parts=wanted)
+    targets = [t for t in sset if t.cls == C.TARGET]
+    added = []
+    for s in list(auto):
+        if COMPLEMENT_PARTS.get(s.cls) not in wanted or s.name in sset:
+            continue
+        mask = s.full(sset.shape)
+        for t in targets:
+            mask[t.bbox()] &= ~t.mask
+        if sset.add(s.name, mask, cls=s.cls, colour=s.colour, source="automatic segmentation (complement)"):
+            added.append(s.name)
+    for cls in sorted({c.value for c, part in COMPLEMENT_PARTS.items() if part in wanted}):
+        found = [n for n in added if sset[n].cls.value == cls]
+        sset.notes.append(
+            f"{cls}: not among the imported structures and avoided by the preset: found by the automatic CT "
+            f"segmentation ({', '.join(found)}) and avoided" if found else
+            f"{cls}: not among the imported structures; the automatic CT segmentation finds none in this scan")
+    return added
 
 
 def plan_and_write(request: PlanRequest, out: str | os.PathLike[str], *, dicom: bool = False, anonymize: bool = False,

@@ -30,14 +30,40 @@ PLAN_ARGS = ["plan", "--ct", str(CT), "--structures", str(RTSTRUCT), "--target-l
 
 
 @pytest.fixture(scope="module")
-def planned(tmp_path_factory):
+def plan_folder(tmp_path_factory):
     """The plan of the thigh, run end to end through the command line (timed, printed)."""
     out = tmp_path_factory.mktemp("pet") / "plan"
     t0 = time.perf_counter()
     code = main(PLAN_ARGS + ["--pet", str(PET), "--avid", "--out", str(out)])
     print(f"\nplanner plan --pet --avid on the thigh PET/CT, end to end: {time.perf_counter() - t0:.1f} s")
     assert code == 0
-    return json.loads((out / "plan.json").read_text())
+    return out
+
+
+@pytest.fixture(scope="module")
+def planned(plan_folder):
+    return json.loads((plan_folder / "plan.json").read_text())
+
+
+def test_the_femur_is_avoided_though_the_contours_hold_only_the_tumour(plan_folder, planned):
+    """The RTSTRUCT holds the tumour alone; the preset avoids bone: the bone comes from the
+    automatic CT segmentation, the plan says so, and every trajectory keeps the bone margin by
+    the independent brute-force check."""
+    from checker import Checker
+    from planner.anatomy.slicer_seg import load_slicer_seg
+    from planner.images import load_image
+    from planner.planning import load_preset
+
+    assert "clearance:bone" in planned["hard_constraints"]["clearance_mm (margin + needle radius)"]
+    assert any(n.startswith("bone: not among the imported structures") and "automatic CT segmentation" in n
+               for n in planned["structures_notes"]), planned["structures_notes"]
+    ct = load_image(CT)
+    sset = load_slicer_seg(plan_folder / "structures.seg.nrrd", ct)
+    bone = [s for s in sset if s.cls.value == "bone"]
+    assert bone and sum(s.voxel_count for s in bone) * float(np.prod(ct.spacing)) / 1000 > 20  # the femur, ml
+    checker = Checker(ct, sset, load_preset("soft-tissue-biopsy"))
+    for t in planned["trajectories"]:
+        assert checker.check(t["entry"], t["target"]) == [], t["rank"]
 
 
 @pytest.fixture(scope="module")
