@@ -74,11 +74,11 @@ def scrub(value: Any, ids: list[str]) -> Any:
 
 
 def assert_clean(data: bytes, ids: list[str], what: str) -> None:
+    """Refuse ``data`` if any identifier is in it (any case)."""
     low = data.lower()
-    for ident in ids:
-        if ident.lower().encode() in low:
-            raise InputError(f"{what}: an identifier of the source is still in it after de-identification; "
-                             "refusing to store it")
+    if any(i.lower().encode() in low for i in ids):
+        raise InputError(f"{what}: an identifier of the source is still in it after de-identification; "
+                         "refusing to store it")
 
 
 def deidentify_plan(doc: dict[str, Any], ids: list[str], salt: bytes | None = None) -> dict[str, Any]:

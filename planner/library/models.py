@@ -72,11 +72,3 @@ class Outcome(Base):
     chest_tube: Mapped[int] = mapped_column(Integer)
     diagnostic: Mapped[int] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text)
-
-
-class StructureFrame(Base):
-    """Facts read from a structures file once (by its hash): the bounding boxes of the frame."""
-
-    __tablename__ = "structure_frames"
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    facts: Mapped[str] = mapped_column(Text)  # JSON

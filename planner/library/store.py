@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import InputError
 from . import facts as F
-from .models import Case, Outcome, StoredFile, StructureFrame
+from .models import Case, Outcome, StoredFile
 
 DB_NAME = "library.sqlite"
 DEFAULT_ROOT_ENV = "PLANNER_LIBRARY"

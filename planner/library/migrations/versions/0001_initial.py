@@ -1,4 +1,4 @@
-"""The first schema: cases, their files, outcomes and the structure frames.
+"""The first schema: cases, their files and their outcomes.
 
 Revision ID: 0001
 Revises:
@@ -64,13 +64,8 @@ def upgrade() -> None:
         sa.Column("diagnostic", sa.Integer, nullable=False),
         sa.Column("note", sa.Text, nullable=False),
     )
-    op.create_table(
-        "structure_frames",
-        sa.Column("sha256", sa.String(64), primary_key=True),
-        sa.Column("facts", sa.Text, nullable=False),
-    )
 
 
 def downgrade() -> None:
-    for table in ("structure_frames", "outcomes", "files", "cases"):
+    for table in ("outcomes", "files", "cases"):
         op.drop_table(table)
