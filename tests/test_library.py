@@ -42,13 +42,15 @@ ABDOMEN = SHARED_DATA / "abdomen-ct-totalseg"
 TRUE_OR = {"lung_3cm": 2.38, "fissure": 3.75, "emphysema": 6.13, "multiple_punctures": 2.43,
            "small_lesion": 2.09, "large_needle": 1.55}
 BASE_LOGIT = math.log(0.06 / 0.94)
-#: the simulated operators' weights (the preset's criteria; pleura angle and fissures matter more)
-TRUE_W = {"length_mm": 0.02, "lung_mm": 0.2, "fissures": 20.0, "pleura_crossings_beyond_first": 5.0,
+#: the simulated operators' weights (the preset's criteria; the pleura angle matters much more to
+#: them, the length and lung crossed less)
+TRUE_W = {"length_mm": 0.02, "lung_mm": 0.2, "fissures": 6.0, "pleura_crossings_beyond_first": 5.0,
           "emphysema_mm": 1.0, "unidentified_tissue_mm": 0.0, "pleura_angle_deg": 0.6, "vessels_within_5mm": 0.0,
           "clearance_deficit_mm": 0.5}
 LOBE_VALUES = {"RUL": "lung_upper_lobe_right", "RML": "lung_middle_lobe_right", "RLL": "lung_lower_lobe_right",
                "LUL": "lung_upper_lobe_left", "LLL": "lung_lower_lobe_left"}
 N_SYNTH = 240
+CHOICE_NOISE = 2.0  # scale of the noise in the simulated choices (score units; scores differ by ~5-40)
 
 
 def _plan(out: Path, *args: str) -> Path:
@@ -133,19 +135,21 @@ def _synthesize(src: Path, out: Path, n: int, seed: int) -> list[dict]:
     for c in range(n):
         lobe = lobes[c % len(lobes)]
         point = points[lobe][(c // len(lobes)) % len(points[lobe])]
-        size = float(rng.uniform(8, 45))
+        size = float(rng.uniform(12, 70))
         gauge = "17G" if rng.random() < 0.5 else "19G"
         trajs = []
         for _ in range(5):
             m = {"length_mm": float(rng.uniform(50, 130)), "lung_mm": float(rng.uniform(0, 60)),
-                 "pleura_crossings": float(1 + (rng.random() < 0.3)), "fissures": float(rng.random() < 0.35),
+                 "pleura_crossings": float(1 + (rng.random() < 0.3)), "fissures": float(rng.random() < 0.5),
                  "lung_mm_fissures_unknown": 0.0, "emphysema_mm": float(rng.uniform(1, 8) if rng.random() < 0.35 else 0),
                  "pleura_angle_deg": float(rng.uniform(0, 60)), "vessel_near_mm": float(rng.uniform(0, 6)),
                  "unidentified_tissue_mm": 0.0, "min_clearance_excess_mm": float(rng.uniform(0, 15))}
             trajs.append(m)
         order = sorted(range(5), key=lambda t: _score(trajs[t], preset_w))  # the planner's ranking
         trajs = [trajs[t] for t in order]
-        chosen = int(np.argmin([_score(m, TRUE_W) for m in trajs])) + 1  # the department's choice
+        # the department's choice: the best by its weights, give or take a little (Gumbel noise: a
+        # random-utility choice model, so choices are not perfectly consistent)
+        chosen = int(np.argmin([_score(m, TRUE_W) - rng.gumbel(0, CHOICE_NOISE) for m in trajs])) + 1
         doc = json.loads(json.dumps(doc0))
         doc["target"]["point"] = [float(x) for x in point]
         doc["target"]["diameter_mm"] = round(size, 2)
@@ -171,7 +175,8 @@ def _synthesize(src: Path, out: Path, n: int, seed: int) -> list[dict]:
             "complications": ["pneumothorax"] if ptx else ["none"], "chest_tube": bool(ptx and rng.random() < 0.3),
             "diagnostic": bool(rng.random() < 0.9), "note": "", "chosen_rank": chosen}))
         made.append({"folder": d, "lobe": lobe, "size": size, "gauge": gauge, "flags": flags, "ptx": ptx,
-                     "chosen": chosen, "point": point})
+                     "chosen": chosen, "point": point,
+                     "best_true": int(np.argmin([_score(m, TRUE_W) for m in trajs])) + 1})
     return made
 
 
@@ -286,11 +291,15 @@ def test_local_rates_recover_the_simulated_odds_ratios(library, capsys):
     r = local_rates(lib, "lung-biopsy")
     assert r["cases"] == len(made)  # the synthetic cases carry outcomes, the real plans not yet
     assert r["events"] == sum(m["ptx"] for m in made)
-    print(f"\nlocal rates from {r['cases']} simulated cases ({r['events']} pneumothoraces):")
+    report = [f"\nlocal rates from {r['cases']} simulated cases ({r['events']} pneumothoraces):"]
     for f in r["factors"]:
         lo, hi = f["local_or_ci95"]
-        print(f"  {f['factor']:<20} simulated OR {TRUE_OR[f['factor']]:.2f}  local {f['local_or']:.2f} "
-              f"[{lo:.2f}-{hi:.2f}]  with {f['with']['cases']}, without {f['without']['cases']}")
+        report.append(f"  {f['factor']:<20} simulated OR {TRUE_OR[f['factor']]:.2f}  local {f['local_or']:.2f} "
+                      f"[{lo:.2f}-{hi:.2f}]  with {f['with']['cases']}, without {f['without']['cases']}")
+    with capsys.disabled():
+        print("\n".join(report))
+    for f in r["factors"]:
+        lo, hi = f["local_or_ci95"]
         assert lo <= TRUE_OR[f["factor"]] <= hi, f["factor"]
         assert f["published_or"] == TRUE_OR[f["factor"]]  # the simulation used the published ones
         n1 = sum(m["flags"][f["factor"]] for m in made)
@@ -314,11 +323,14 @@ def test_learner_recovers_the_weights_of_simulated_choices(library, capsys):
     capsys.readouterr()
     assert main(["library", "learn", "lung-biopsy", "--library", str(lib.root), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    print(f"\nagreement with simulated choices: preset {r['agreement_before']:.3f}, learned "
-          f"{r['agreement_after_cv']:.3f} (cross-validated)")
+    report = [f"\nagreement with simulated choices: preset {r['agreement_before']:.3f}, learned "
+              f"{r['agreement_after_cv']:.3f} (cross-validated)"]
     assert r["cases"] == len(made)
+    # the ceiling: how often the simulated weights themselves pick the noisy choice
+    ceiling = np.mean([m["chosen"] == m["best_true"] for m in made])
+    report.append(f"(the simulated weights agree with the noisy choices {ceiling:.3f})")
     assert r["agreement_after_cv"] > r["agreement_before"] + 0.2
-    assert r["agreement_after_cv"] >= 0.85
+    assert r["agreement_after_cv"] >= ceiling - 0.05
     # the direction of the learned weights, on the criteria's own scale, is the simulated one's
     keys = list(r["weights_after"])
     feats = np.array([[term(t["metrics"], k) for k in keys] for c in lib.cases(procedure="lung-biopsy")
@@ -329,8 +341,10 @@ def test_learner_recovers_the_weights_of_simulated_choices(library, capsys):
     b = np.array([TRUE_W[k] for k in keys])[live] * s[live]
     p = np.array([r["weights_before"][k] for k in keys])[live] * s[live]
     cos = lambda u, v: float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))  # noqa: E731
-    print(f"cosine(learned, simulated) {cos(a, b):.3f}; cosine(preset, simulated) {cos(p, b):.3f}")
-    assert cos(a, b) > 0.95 and cos(a, b) > cos(p, b)
+    report.append(f"cosine(learned, simulated) {cos(a, b):.3f}; cosine(preset, simulated) {cos(p, b):.3f}")
+    with capsys.disabled():
+        print("\n".join(report))
+    assert cos(a, b) > 0.95 and cos(a, b) > cos(p, b) + 0.2
     # the variant: written, weights only; every hard constraint is the preset's own
     variant = json.loads(Path(r["written"]).read_text())
     preset = preset_document("lung-biopsy")
@@ -471,10 +485,13 @@ for d in sys.argv[2:]:
 
 def test_two_concurrent_adds_lose_nothing(plans, tmp_path):
     """Two processes add 15 cases each into one new library at once (both also create and
-    migrate it): all 30 are there, with every file, and no temporary file is left."""
+    migrate it) and both add one more, the same: all 31 are there, with every file, and no
+    temporary file is left."""
     made = _synthesize(plans["thorax"], tmp_path / "s", 30, seed=11)
     root = tmp_path / "lib"
-    halves = [[str(m["folder"]) for m in made[:15]], [str(m["folder"]) for m in made[15:]]]
+    # each adds its 15, and both add the same extra folder (one case, however it lands)
+    extra = _synthesize(plans["thorax"], tmp_path / "x", 1, seed=12)[0]["folder"]
+    halves = [[str(m["folder"]) for m in made[:15]] + [str(extra)], [str(extra)] + [str(m["folder"]) for m in made[15:]]]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [subprocess.Popen([sys.executable, "-c", _ADD_SCRIPT, str(root), *h], env=env, stderr=subprocess.PIPE,
                               text=True) for h in halves]
@@ -482,8 +499,10 @@ def test_two_concurrent_adds_lose_nothing(plans, tmp_path):
     assert [p.returncode for p in procs] == [0, 0], errs
     lib = open_library(root)
     cases = lib.cases()
-    assert len(cases) == 30
-    assert sorted(c.facts["size_mm"] for c in cases) == sorted(round(m["size"], 2) for m in made)
+    assert len(cases) == 31
+    assert len(lib.cases_of_folder(extra)) == 1
+    assert sorted(c.facts["size_mm"] for c in cases if c.id not in lib.cases_of_folder(extra)) == \
+        sorted(round(m["size"], 2) for m in made)
     assert all(c.outcome is not None for c in cases)
     for c in cases:
         assert set(c.files) >= {"plan.json", "images/planning_slice.png"}

@@ -107,7 +107,7 @@ def _print_cases(lib: Any, cases: list[Any], as_json: bool, dist: list[float] | 
         extra = f" (distance {dist[i]:.2f})" if dist is not None else ""
         print(case_line(c) + extra)
         js = c.to_json(lib.root)
-        print(f"    key image {js['key_image']}\n    plan      {js['plan']}")
+        print(f"    key image {js['key_image'] or '(none: planned without the report set)'}\n    plan      {js['plan']}")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -185,10 +185,6 @@ def cmd_learn(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _range_type(text: str) -> str:
-    return text
-
-
 def add_commands(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--library", metavar="ROOT",
@@ -199,8 +195,8 @@ def add_commands(sub: Any) -> None:
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--procedure", help="procedure preset id, e.g. lung-biopsy")
     filters.add_argument("--region", help="lobe (RUL, RML, RLL, LUL, LLL), organ or joint, e.g. liver, knee_right")
-    filters.add_argument("--size", metavar="MM", type=_range_type, help="target size range in mm, e.g. 10-20")
-    filters.add_argument("--depth", metavar="MM", type=_range_type, help="depth (skin to target) range in mm")
+    filters.add_argument("--size", metavar="MM", help="target size range in mm, e.g. 10-20")
+    filters.add_argument("--depth", metavar="MM", help="depth (skin to target) range in mm")
     filters.add_argument("--outcome", help="pneumothorax, haemorrhage, none, chest-tube, diagnostic, "
                                            "nondiagnostic, any (recorded) or unknown (not recorded)")
     filters.add_argument("--risk", help="a risk factor present: lung_3cm, fissure, emphysema, multiple_punctures, "
