@@ -353,6 +353,8 @@ class PlanningSession:
             if result.trajectories and result.trajectories[0].probe is not None:
                 name = "probe_plane.png" if n == 0 else f"probe_plane_{n + 1}.png"
                 write_probe_view(self.image, result.trajectories[0], staging / "images" / name)
+        if self.pet is not None and "pet" in plan.extra:
+            write_pet_images(self.image, self.pet, plan.extra["pet"], plan.results, staging / "images")
         if not report:
             return None
         first = plan.resolved[0] if plan.resolved else None
@@ -390,6 +392,8 @@ def complement_structures(ct: Image, sset: StructureSet, preset: Any, progress: 
             added.append(s.name)
     for cls in sorted({c.value for c, part in COMPLEMENT_PARTS.items() if part in wanted}):
         found = [n for n in added if sset[n].cls.value == cls]
+        if not found and cls != StructureClass.BONE.value:
+            continue  # no lung in a thigh: nothing to say
         sset.notes.append(
             f"{cls}: not among the imported structures and avoided by the preset: found by the automatic CT "
             f"segmentation ({', '.join(found)}) and avoided" if found else
@@ -422,6 +426,32 @@ def plan_and_write(request: PlanRequest, out: str | os.PathLike[str], *, dicom: 
             also(staging)
     plan.folder = dest
     return session, plan, (rs.moved(staging, dest) if rs is not None else None)
+
+
+def write_pet_images(image: Image, pet: Any, summary: dict[str, Any], results: Sequence[Any], folder: Path) -> list[Path]:
+    """``pet_fusion.png`` (PET over CT in the chosen needle's plane, its core marked) and
+    ``pet_mip.png`` (the PET's coronal maximum intensity projection with the target), for the
+    first target with a trajectory; scaled to its lesion's SUVmax (or the PET's maximum)."""
+    from .atomic import write_bytes_atomic
+    from .report.pet_images import fusion_image, mip_image
+
+    for block, result in zip(summary.get("targets", []), results):
+        if not result.trajectories:
+            continue
+        t = result.trajectories[0]
+        core = next((c["core"] for c in block.get("trajectories", []) if c.get("rank") == t.rank), {})
+        lesion = block.get("lesion") or {}
+        finite = np.isfinite(pet.suv.voxels)
+        top = float(lesion.get("suv_max") or (np.max(pet.suv.voxels[finite]) if finite.any() else 0.0)) or 1.0
+        entry, target = np.asarray(t.entry, float), np.asarray(t.target, float)
+        ends = (np.asarray(core["core_start"], float), np.asarray(core["core_end"], float)) \
+            if "core_start" in core else (target, target)
+        caption = (f"core SUV mean {core['suv_mean']:.1f}, lesion SUVmax {top:.1f}" if "suv_mean" in core
+                   else f"lesion SUVmax {top:.1f}")
+        return [write_bytes_atomic(fusion_image(image, pet.suv.voxels, entry, target, ends, top, caption=caption),
+                                   folder / "pet_fusion.png"),
+                write_bytes_atomic(mip_image(pet.suv, target, entry, top), folder / "pet_mip.png")]
+    return []
 
 
 def write_probe_view(image: Image, trajectory: Any, path: Path, pixel_mm: float = 0.2) -> Path:

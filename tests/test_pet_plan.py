@@ -302,3 +302,23 @@ def test_a_lesion_partly_outside_the_pet_is_measured_on_its_covered_part():
     # no sphere reaching past the PET's edge is a candidate
     assert stats.suv_peak_centre[1] >= 28 + 6
     assert suv_peak(cut, lesion, affine)[0] == pytest.approx(6.0)
+
+
+def test_the_report_shows_the_pet_images_and_the_suv_figures(plan_folder, planned):
+    """PET fused over the CT and the PET MIP are in the report, and its SUV figures are the plan's."""
+    import re
+
+    html = (plan_folder / "report.html").read_text()
+    from html import escape
+
+    from planner.report.images import SCENE_TITLES
+
+    for name in ("pet_fusion", "pet_mip"):
+        assert (plan_folder / "images" / f"{name}.png").stat().st_size > 10_000
+        assert escape(SCENE_TITLES[name].split(":")[0]) in html  # embedded with its caption
+    lesion = planned["pet"]["targets"][0]["lesion"]
+    core = planned["pet"]["targets"][0]["trajectories"][0]["core"]
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert "PET: FDG uptake (SUV)" in text
+    assert f"{lesion['suv_max']:.2f}" in text and f"{lesion['suv_peak']:.2f}" in text
+    assert f"mean {core['suv_mean']:.2f}" in text

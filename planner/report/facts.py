@@ -199,6 +199,43 @@ def _target_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def pet_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """A plan made with a PET: the SUV figures of the target's lesion and of the chosen core."""
+    pet = doc.get("pet") or {}
+    rows = [("SUV", clip(pet.get("suv_factors", "-"), 300))]
+    blocks = pet.get("targets") or []
+    if not blocks:
+        return rows
+    b = blocks[0]
+    s = b.get("lesion")
+    if s:
+        rows += [("Lesion SUVmax", f"{float(s['suv_max']):.2f} at LPS {point(s.get('suv_max_point'))} mm"),
+                 ("Lesion SUVpeak (1 ml sphere, PERCIST)", f"{float(s['suv_peak']):.2f} at LPS "
+                                                           f"{point(s.get('suv_peak_centre'))} mm"),
+                 ("Lesion SUVmean / volume", f"{float(s['suv_mean']):.2f} / {float(s['volume_ml']):.1f} ml")]
+    if b.get("note"):
+        rows.append(("Check", clip(b["note"], 300)))
+    if b.get("lesion_error"):
+        rows.append(("Lesion SUV", clip(b["lesion_error"], 300)))
+    a = b.get("avid_choice") or {}
+    if b.get("avid_target") and a:
+        rows.append(("Target aimed at the avid part", "the SUVpeak centre" if a.get("is_suv_peak_centre") else
+                     f"the hottest 1 ml sphere (SUV {float(a['sphere_suv']):.2f}) at least "
+                     f"{float(a['min_depth_mm']):.1f} mm inside the lesion, so the core stays in it"))
+    trajs = b.get("trajectories") or []
+    if trajs and "suv_mean" in trajs[0].get("core", {}):
+        c = trajs[0]["core"]
+        share = f" ({100 * float(c['share_of_lesion_suv_max']):.0f} % of SUVmax)" \
+            if "share_of_lesion_suv_max" in c else ""
+        inside = f"; {100 * float(c['in_lesion']):.0f} % of it in the lesion" if "in_lesion" in c else ""
+        rows.append((f"SUV along the biopsy core of #1 ({mm(pet.get('core_length_mm'))}, centred on the target)",
+                     f"mean {float(c['suv_mean']):.2f}{share}, min {float(c['suv_min']):.2f}, "
+                     f"max {float(c['suv_max']):.2f}{inside}"))
+    rows.append(("Trajectories ranked by", clip(pet.get("ranking", "-"), 300)))
+    rows.append(("PET series", clip(pet.get("source", "-"), 200)))
+    return rows
+
+
 def trajectory_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
     """The chosen trajectory in the room's terms."""
     room = t.get("room", {})
@@ -331,6 +368,8 @@ def report_facts(doc: dict[str, Any]) -> ReportFacts:
     b.append(KeyValues("Patient and study", _patient_rows(doc)))
     b.append(KeyValues("Procedure", _procedure_rows(doc)))
     b.append(KeyValues("Target", _target_rows(doc)))
+    if doc.get("pet"):
+        b.append(KeyValues("PET: FDG uptake (SUV) of the target and of the planned core", pet_rows(doc)))
     if status == "ok":
         best = trajs[0]
         b.append(KeyValues("Chosen trajectory (#1) in room terms", trajectory_rows(best),

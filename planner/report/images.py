@@ -34,9 +34,11 @@ SCENE_TITLES = {
     "progression": "Needle progression",
     "overview_3d": "3D overview",
     "probe_plane": "Ultrasound probe plane: the probe on top, its marker end towards the needle's entry",
+    "pet_fusion": "PET (SUV, hot colours) over the CT in the needle's plane: the biopsy core in cyan, T the target",
+    "pet_mip": "PET maximum intensity projection (coronal; darker = more uptake): T the target, the path in blue",
 }
 PATH_PLANES = ("axial", "coronal", "sagittal")
-PLANNER_IMAGES = ("probe_plane",)  # written by the planner itself (ultrasound guidance)
+PLANNER_IMAGES = ("probe_plane", "pet_fusion", "pet_mip")  # written by the planner itself (ultrasound, PET)
 OUTLINED = (StructureClass.BONE, StructureClass.VESSEL, StructureClass.AIRWAY, StructureClass.ORGAN,
             StructureClass.NERVE, StructureClass.TARGET, StructureClass.FISSURE)
 _LETTERS = {  # screen right, screen down -> the patient direction on the left/top edges and right/bottom
