@@ -126,18 +126,19 @@ def phantom_seg():
     return ph, segment_knee_mr(ph.echoes[0], echoes)
 
 
-def test_phantom_femur_dice(phantom_seg):
+@pytest.mark.parametrize("name,goal", [("femur_right", 0.85), ("tibia_right", 0.85), ("knee_effusion_right", 0.7),
+                                       ("patellar_tendon_right", 0.5), ("quadriceps_tendon_right", 0.5)])
+def test_phantom_dice(phantom_seg, name, goal):
     ph, seg = phantom_seg
-    assert seg.side == "right"
-    assert _dice(seg.structures.mask("femur_right"), ph.labels["femur_right"]) >= 0.85
+    assert seg.side == "right" and seg.echo == len(ph.echoes)  # the longest echo shows the fluid best
+    assert _dice(seg.structures.mask(name), ph.labels[name]) >= goal
 
 
-@pytest.mark.xfail(reason="not yet met: the tibial plateau's thin rim, the patella against the prepatellar fat and "
-                          "the fibula of the phantom are not found well enough (Dice tibia 0.845, patella and fibula "
-                          "mislabelled, fluid 0.39)", strict=False)
-@pytest.mark.parametrize("name,goal", [("tibia_right", 0.85), ("patella_right", 0.85), ("fibula_right", 0.85),
-                                       ("knee_effusion_right", 0.7)])
-def test_phantom_other_structures_dice(phantom_seg, name, goal):
+@pytest.mark.xfail(reason="not yet met: the patella's tapered poles are lost to the opening that separates marrow "
+                          "from fat (Dice 0.845), and only the head and upper shaft of the fibula are found "
+                          "(Dice 0.54)", strict=False)
+@pytest.mark.parametrize("name,goal", [("patella_right", 0.85), ("fibula_right", 0.85)])
+def test_phantom_patella_fibula_dice(phantom_seg, name, goal):
     ph, seg = phantom_seg
     got = seg.structures.mask(name) if name in seg.structures else np.zeros(ph.labels[name].shape, bool)
     assert _dice(got, ph.labels[name]) >= goal

@@ -66,6 +66,10 @@ CORE_MM = 4.0
 LINK_MIN, LINK_MAX = 0.7, 0.3
 #: Share of the body taken as thin dark lines (cortex, septa) that bound the marrow.
 DARK_LINE_TOP = 0.15
+#: Mean depth under the skin (mm, in 3D) below which a bright piece is subcutaneous fat, not marrow.
+BONE_MIN_DEPTH_MM = 9.0
+#: Tendons: darker than this share of the median soft-tissue signal (first echo).
+TENDON_DARK = 0.35
 #: Smallest bone piece (ml).
 BONE_MIN_ML = 1.0
 
@@ -119,10 +123,25 @@ def load_echoes(path, series_uid: str | None = None, progress: Progress | None =
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def _disk(r_px: float) -> np.ndarray:
-    r = max(1, int(round(r_px)))
-    y, x = np.mgrid[-r:r + 1, -r:r + 1]
-    return (x * x + y * y) <= r_px * r_px + 0.5
+def _disk(r_mm: float, sp: np.ndarray) -> np.ndarray:
+    """A disk of radius ``r_mm`` in the slice plane (pixels ``sp[1]`` x ``sp[2]`` mm)."""
+    rj = max(1, int(np.floor(r_mm / sp[1] + 0.5)))
+    ri = max(1, int(np.floor(r_mm / sp[2] + 0.5)))
+    y, x = np.mgrid[-rj:rj + 1, -ri:ri + 1]
+    return (x * sp[2]) ** 2 + (y * sp[1]) ** 2 <= r_mm * r_mm + 0.25 * float(min(sp[1:])) ** 2
+
+
+def _depth3(body: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """Distance (mm) under the skin in 3D (a slice cut along the skin, at the side of the limb, is
+    shallow though it is wide); the first and last slices are not skin (the slab ends there)."""
+    pad = 4
+    b = np.pad(body, ((pad, pad), (0, 0), (0, 0)), mode="edge")
+    return ndi.distance_transform_edt(b, sampling=sp)[pad:-pad].astype(np.float32)
+
+
+def _depth(body: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """Distance (mm) under the skin, in the slice plane."""
+    return np.stack([ndi.distance_transform_edt(s, sampling=sp[1:]) for s in body]).astype(np.float32)
 
 
 def _per_slice(fn, mask: np.ndarray) -> np.ndarray:
@@ -247,25 +266,35 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
     from skimage.filters import threshold_otsu
 
     # the early image, its coil shading divided out (a smooth field, mean tissue signal over ~50 mm)
-    smooth = _per_slice(lambda s: ndi.median_filter(s, size=5), _unshaded(early, body, sp))
-    t2 = None
+    unshaded = _unshaded(early, body, sp)
+    smooth = _per_slice(lambda s: ndi.median_filter(s, size=5), unshaded)
+    sig = _per_slice(lambda s: ndi.median_filter(s, size=3), unshaded)
+    sv = sig[body]
+    t_sig = float(threshold_otsu(sv[:: max(1, sv.size // 200000)]))
+    # thin dark lines (cortex, septa, ligaments) and voids bound the marrow
+    walls = _dark_lines(early, body) | (sig < 0.5 * t_sig)
+    t2f = None
+    fluid_like = None
     if multi:
         # fat and marrow decay slowly, muscle fast: the fitted T2 tells them apart whatever the coil's shading
         t2 = _t2_map(ndi.uniform_filter(stack, size=(1, 1, 3, 3)), tes)
         t2[~body] = 0.0
-        feature = _per_slice(lambda s: ndi.median_filter(s, size=5), t2)
-        # cortex and ligaments give no signal (their fitted T2 is noise): never marrow
-        sig = _per_slice(lambda s: ndi.median_filter(s, size=3), _unshaded(early, body, sp))
-        sv = sig[body]
-        feature[sig < 0.5 * float(threshold_otsu(sv[:: max(1, sv.size // 200000)]))] = 0.0
-        feature[_dark_lines(early, body)] = 0.0
-        what = f"the T2 fitted over {len(numbers)} echoes"
+        t2f = _per_slice(lambda s: ndi.median_filter(s, size=5), t2)
+        tv = t2f[body & ~walls]
+        t_t2 = float(threshold_otsu(tv[:: max(1, tv.size // 200000)]))
+        fat_like = float(np.median(t2f[body & ~walls & (t2f > t_t2) & (smooth > t_sig)]))
+        # fluid (far longer T2 than fat) is not marrow
+        fluid_like = (t2f > FLUID_T2_FACTOR * fat_like) & body
+        # marrow: fat-like T2, or the first echo bright (flow artefacts spoil the T2 of a few slices, not the signal)
+        cand = ((t2f > t_t2) | ((smooth > t_sig) & (t2f > 0.5 * t_t2))) & body & ~walls & ~fluid_like
+        what = (f"the T2 fitted over {len(numbers)} echoes (Otsu's threshold {t_t2:.0f} ms) or the first echo's "
+                f"signal, coil shading divided out (Otsu's threshold)")
     else:
-        feature = smooth
-        what = "the signal (coil shading divided out)"
-    vals = feature[body]
-    t_fat = float(threshold_otsu(vals[:: max(1, vals.size // 200000)]))
-    bones, bone_notes, geo = _bones(image, feature, body, t_fat, sp, side, what)
+        cand = (smooth > t_sig) & body & ~walls
+        what = "the signal, coil shading divided out (Otsu's threshold)"
+    feature = cand.astype(np.float32)
+    t_fat = 0.5
+    bones, bone_notes, geo = _bones(image, feature, body, t_fat, sp, side, what, fluid_like)
     notes += bone_notes
     for name in ("femur", "tibia", "patella", "fibula"):
         m = bones.get(name)
@@ -278,8 +307,8 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
     step(2, "fluid")
     chosen_echo: int | None = None
     if multi and bone_all.any():
-        marrow = bone_all & (feature > t_fat)
-        fat_t2 = float(np.median(t2[marrow])) if marrow.any() else float(np.median(t2[body]))
+        marrow = bone_all & cand
+        fat_t2 = float(np.median(t2f[marrow])) if marrow.any() else float(np.median(t2f[body]))
         late = ndi.uniform_filter(stack[-1], size=(1, 3, 3))
         late_fat = float(np.median(late[marrow])) if marrow.any() else float(np.percentile(late[body], 90))
         cand = (t2 > FLUID_T2_FACTOR * fat_t2) & (late > 0.6 * late_fat) & body & ~bone_all
@@ -319,10 +348,8 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
 
     step(3, "tendons")
     if bone_all.any():
-        soft = smooth[body & ~bone_all]
-        t_sig = float(threshold_otsu(soft[:: max(1, soft.size // 200000)])) if soft.size else 0.0
-        low = soft[soft < t_sig]
-        dark_t = 0.5 * float(np.median(low)) if low.size else 0.0  # half the muscle's signal
+        soft = smooth[body & ~bone_all & ~fluid]
+        dark_t = TENDON_DARK * float(np.median(soft)) if soft.size else 0.0  # tendons give almost no signal
         for name, m, note in _tendons(image, smooth, body, bones, dark_t, sp, geo, side):
             if m is not None and m.any():
                 sset.add(name, m, source="automatic (MR)")
@@ -340,17 +367,17 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
 
 
 # --- bones -----------------------------------------------------------------------------------------
-def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp: np.ndarray, side: str, what: str
-           ) -> tuple[dict[str, np.ndarray], list[str], dict]:
+def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp: np.ndarray, side: str, what: str,
+           fluid_like: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], list[str], dict]:
     notes: list[str] = []
     px = float(np.mean(sp[1:]))
     vox_ml = float(np.prod(sp)) / 1000.0
     # depth under the skin, in the slice plane
-    depth = _per_slice(lambda s: ndi.distance_transform_edt(s), body) * px
+    depth = _depth3(body, sp)
     bright = (smooth > t_fat) & body
     # marrow is thick: an opening by a disk of CORE_MM keeps it and drops the fat bands under the
     # skin and between the muscles, and cuts the bridges between a bone and a fat pad
-    core_disk = _disk(CORE_MM / px)
+    core_disk = _disk(CORE_MM, sp)
     opened = _per_slice(lambda s: ndi.binary_opening(s, core_disk), bright)
     lab2 = np.zeros(bright.shape, np.int32)
     count = 0
@@ -358,9 +385,12 @@ def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp:
         lab, n = ndi.label(opened[k])
         if n == 0:
             continue
-        sizes = np.bincount(lab.ravel(), minlength=n + 1) * px * px
+        sizes = np.bincount(lab.ravel(), minlength=n + 1) * float(sp[1] * sp[2])
         shallow = np.bincount(lab.ravel(), weights=(depth[k] <= SUBCUT_MM + CORE_MM).ravel(), minlength=n + 1)
-        keep = shallow * px * px < 0.6 * np.maximum(sizes, 1e-6)  # mostly under the skin: subcutaneous fat
+        keep = shallow * float(sp[1] * sp[2]) < 0.6 * np.maximum(sizes, 1e-6)  # mostly under the skin: subcutaneous fat
+        mean_depth = np.bincount(lab.ravel(), weights=depth[k].ravel(), minlength=n + 1) / np.maximum(
+            np.bincount(lab.ravel(), minlength=n + 1), 1)
+        keep &= mean_depth > BONE_MIN_DEPTH_MM  # marrow lies deeper than the fat under the skin, on average
         keep[0] = False
         keep &= sizes >= 60.0  # mm2
         new = np.cumsum(keep) * keep
@@ -432,6 +462,9 @@ def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp:
         tib_mid = float(np.median(tib_up[:, 0])) * lateral
         if c[2] < joint_z - 5.0 and c[2] > joint_z - 90.0 and c[0] * lateral > tib_mid + 0.25 * (tib_lat - tib_mid) * 2 \
                 and c[1] > float(np.median(tib_up[:, 1])) - 5.0 and c[1] < float(np.max(tib_up[:, 1])) + 10.0:
+            sel = pts[lb == i]
+            if np.ptp(sel[:, 1]) > 40.0 or np.ptp(sel[:, 0]) > 40.0:  # a fibula is a slim bone, its head under 40 mm
+                continue
             score = sizes[i] * vox_ml
             if score > best_score:
                 best, best_score = i, score
@@ -441,8 +474,9 @@ def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp:
         notes.append("fibula: not found (not in the field of view, or its head not told from the soft tissue)")
     lab3 = _attach_pieces(lab2, lab3, list(chosen.values()))
     # each bone: its marrow, closed and filled per slice, grown by the cortex up to the dark rim
-    close = _disk(3.0 / px)
-    grow = _disk(CORTEX_MM / px)
+    close = _disk(3.0, sp)
+    bridge = _disk(6.0, sp)
+    grow = _disk(CORTEX_MM, sp)
     taken = np.zeros(image.shape, bool)
     for name, i in chosen.items():
         m = lab3 == i
@@ -450,16 +484,22 @@ def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp:
         sl = tuple(slice(max(s.start - 8, 0), min(s.stop + 8, n)) if ax else s
                    for ax, (s, n) in enumerate(zip(sl, image.shape)))
         sub = m[sl]
+        if fluid_like is not None:
+            # long-T2 gaps across the marrow (flow and pulsation artefacts run straight through a bone) are
+            # bone where a wider closing bridges them; fluid against the bone's outer surface is not
+            fl = fluid_like[sl]
+            sub = sub | np.stack([f & ndi.binary_closing(s, bridge, border_value=0) for s, f in zip(sub, fl)])
         sub = _per_slice(lambda s: ndi.binary_fill_holes(ndi.binary_closing(s, close, border_value=0)), sub)
         sub = _per_slice(lambda s: ndi.binary_dilation(s, grow), sub) & body[sl]
+        # a slice that lost part of the bone (a flow artefact across it) where both its neighbours hold it
+        sub[1:-1] |= sub[:-2] & sub[2:] & body[sl][1:-1]
         full = np.zeros(image.shape, bool)
         full[sl] = sub
         full &= ~taken
         taken |= full
         out[name] = full
     found = ", ".join(n for n in ("femur", "tibia", "patella", "fibula") if n in out)
-    notes.append(f"bones ({found}): the fatty marrow, above Otsu's threshold ({t_fat:.0f}) of {what} inside "
-                 f"the body, thicker than {2 * CORE_MM:g} mm, in its dark cortex, {CORTEX_MM:g} mm of cortex added; named by position")
+    notes.append(f"bones ({found}): the fatty marrow, above {what} inside the body, thicker than {2 * CORE_MM:g} mm, in its dark cortex, {CORTEX_MM:g} mm of cortex added; named by position")
     return out, notes, geo
 
 
@@ -538,7 +578,8 @@ def _fluid_in_joint(cand: np.ndarray, image: Image, bones: dict[str, np.ndarray]
     d = ndi.distance_transform_edt(~allb[box], sampling=sp)
     near[box] = d <= FLUID_NEAR_BONE_MM
     fluid = cand & near & body
-    depth = _per_slice(lambda s: ndi.distance_transform_edt(s), body) * float(np.mean(sp[1:]))
+    fluid[1:-1] &= ~(allb[:-2] & allb[2:])  # long T2 inside a bone seen on both neighbouring slices: an artefact
+    depth = _depth(body, sp)
     fluid &= depth > 2.0
     if geo.get("fem_back") is not None:
         idx = np.argwhere(fluid)
@@ -574,7 +615,7 @@ def _band_mask(image: Image, a: np.ndarray, b: np.ndarray, radius: float, box: n
 def _tendons(image: Image, smooth: np.ndarray, body: np.ndarray, bones: dict[str, np.ndarray], dark_t: float,
              sp: np.ndarray, geo: dict, side: str):
     px = float(np.mean(sp[1:]))
-    depth = _per_slice(lambda s: ndi.distance_transform_edt(s), body) * px
+    depth = _depth(body, sp)
     dark = (smooth < dark_t) & body & (depth > 1.0)
     allb = np.zeros(image.shape, bool)
     for m in bones.values():
@@ -591,13 +632,24 @@ def _tendons(image: Image, smooth: np.ndarray, body: np.ndarray, bones: dict[str
     top = pp[pp[:, 2] >= pp[:, 2].max() - 3.0].mean(axis=0)
     bottom = pp[pp[:, 2] <= pp[:, 2].min() + 3.0].mean(axis=0)
     front = float(pp[:, 1].min())
-    # quadriceps tendon: from the upper pole 50 mm up, in front of the femur
+    # quadriceps tendon: from the upper pole 50 mm up along the femoral shaft, in front of the femur
+    up = np.array([0.0, 0.0, 1.0])
+    fem = bones.get("femur")
+    if fem is not None and fem.any():
+        fp = _lps(image, np.argwhere(fem))
+        shaft = fp[fp[:, 2] > top[2]]
+        if len(shaft) > 50 and np.ptp(shaft[:, 2]) > 20.0:
+            c = shaft - shaft.mean(axis=0)
+            axis = np.linalg.svd(c, full_matrices=False)[2][0]
+            axis = axis if axis[2] > 0 else -axis
+            if axis[2] > 0.8:  # a knee in extension: the shaft within about 35 degrees of the body axis
+                up = axis
     a = top + np.array([0.0, -3.0, 0.0])
-    b = a + np.array([0.0, 0.0, 50.0])
+    b = a + 50.0 * up
     band = _band_mask(image, a, b, 9.0, dark)
     quad = _largest(band, sp)
     results.append((f"quadriceps_tendon_{side}", quad,
-                    f"quadriceps tendon: dark tissue within 9 mm of the line 50 mm up from the patella's upper pole "
+                    f"quadriceps tendon: dark tissue within 9 mm of the line 50 mm up the femoral shaft from the patella's upper pole "
                     f"({quad.sum() * float(np.prod(sp)) / 1000:.1f} ml found)"))
     if tib is not None and tib.any():
         tp = _lps(image, np.argwhere(tib))
@@ -639,13 +691,13 @@ def _popliteal(image: Image, body: np.ndarray, bone_all: np.ndarray, fluid: np.n
     back = geo["fem_back"]
     x0 = geo["fem_x"]
     half = 0.25 * geo["fem_width"] + 6.0
-    sel = (np.abs(p[:, 2] - jz) <= 40.0) & (np.abs(p[:, 0] - x0) <= half) & (p[:, 1] >= back + 5.0) \
+    sel = (np.abs(p[:, 2] - jz) <= 40.0) & (np.abs(p[:, 0] - x0) <= half) & (p[:, 1] >= back - 10.0) \
         & (p[:, 1] <= back + 30.0)
     m = np.zeros(image.shape, bool)
     m[tuple(idx[sel].T)] = True
     m &= ~bone_all & ~fluid
-    note = ("popliteal neurovascular bundle: placed by position, not seen: the soft tissue 5-30 mm behind the back "
-            f"of the femoral condyles, within {half:.0f} mm of the femur's mid-line, 40 mm above to 40 mm below the "
+    note = ("popliteal neurovascular bundle: placed by position, not seen: the soft tissue from 10 mm in front of to "
+            f"30 mm behind the back of the femoral condyles, within {half:.0f} mm of the femur's mid-line, 40 mm above to 40 mm below the "
             "joint line (artery, vein and tibial nerve together, class vessel)")
     return m, note
 
