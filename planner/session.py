@@ -85,6 +85,7 @@ class PlanRequest:
     fissure_points: str | os.PathLike[str] | None = None
     pet: str | os.PathLike[str] | None = None  # a PET series (same frame of reference as the CT), in SUV
     avid: bool = False  # aim at the lesion's most avid part (SUVpeak) instead of its deepest point
+    pet_registration: str | os.PathLike[str] | None = None  # a 4x4 PET LPS -> CT LPS (another frame of reference)
 
     def check(self) -> tuple[Preset, Any]:
         """The preset, and the fissure points when given; InputError for anything that cannot work."""
@@ -108,6 +109,12 @@ class PlanRequest:
                              "not a bare point or a joint")
         if self.pet is not None and not Path(self.pet).exists():
             raise InputError(f"{self.pet}: no such file or folder (--pet)")
+        if self.pet_registration is not None:
+            if self.pet is None:
+                raise InputError("--pet-registration maps a PET onto the CT: give the PET with --pet PATH")
+            from .images.pet import read_registration
+
+            read_registration(self.pet_registration)  # a bad matrix fails now, before any work
         points = None
         if self.fissure_points is not None:
             if self.structures is not None:
@@ -156,14 +163,14 @@ class PlanningSession:
         self.pet: Any = None  # a PlanPet: the PET in SUV on this image's grid (see attach_pet)
         self.avid = False  # lesion targets aim at their SUVpeak
 
-    def attach_pet(self, path: str | os.PathLike[str], avid: bool = False, progress: Progress | None = None) -> None:
-        """Load a PET in SUV and put it on this image's grid once (same frame of reference, else
-        refused); with ``avid``, lesion targets aim at their most avid part."""
-        from .planning.pet_plan import PlanPet
+    def attach_pet(self, path: str | os.PathLike[str], avid: bool = False, progress: Progress | None = None,
+                   registration: str | os.PathLike[str] | None = None) -> None:
+        """Load a PET in SUV and put it on this image's grid once (same frame of reference, or
+        through ``registration``, a file with the 4x4 PET LPS -> CT LPS; else refused); with
+        ``avid``, lesion targets aim at their most avid part."""
+        from .planning.pet_plan import PlanPet, core_length_mm
 
-        from .planning.pet_plan import core_length_mm
-
-        self.pet = PlanPet.load(path, self.image, progress)
+        self.pet = PlanPet.load(path, self.image, progress, registration=registration)
         self.pet.core_length_mm = core_length_mm(self.preset)[0]
         self.avid = avid
 
@@ -206,7 +213,7 @@ class PlanningSession:
         if request.structures is not None and request.modality != "MR":
             complement_structures(ct, sset, preset, progress)
         if request.pet is not None:
-            session.attach_pet(request.pet, request.avid, progress)
+            session.attach_pet(request.pet, request.avid, progress, registration=request.pet_registration)
         return session
 
     @property

@@ -322,3 +322,34 @@ def test_the_report_shows_the_pet_images_and_the_suv_figures(plan_folder, planne
     assert "PET: FDG uptake (SUV)" in text
     assert f"{lesion['suv_max']:.2f}" in text and f"{lesion['suv_peak']:.2f}" in text
     assert f"mean {core['suv_mean']:.2f}" in text
+
+
+def test_a_pet_of_another_frame_of_reference_fuses_through_a_given_registration(tmp_path, planned, capsys):
+    """The shared PET moved 12 mm left and 7 mm up, in another frame of reference: with the
+    registration (PET LPS -> CT LPS, the inverse shift) the lesion's SUV figures are the same
+    as with the original PET; the plan records the matrix; a scaling matrix is refused."""
+    shift = np.array([12.0, 0.0, 7.0])
+    folder = tmp_path / "pet"
+    folder.mkdir()
+    for f in sorted(PET.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.2.1125.1.77"
+        ds.ImagePositionPatient = [float(x) + d for x, d in zip(ds.ImagePositionPatient, shift)]
+        ds.save_as(folder / f.name)
+    reg = tmp_path / "pet_to_ct.txt"
+    reg.write_text("# PET LPS -> CT LPS\n" + "\n".join(" ".join(str(v) for v in row) for row in
+                                                     [[1, 0, 0, -shift[0]], [0, 1, 0, -shift[1]], [0, 0, 1, -shift[2]],
+                                                      [0, 0, 0, 1]]) + "\n")
+    out = tmp_path / "p"
+    assert main(PLAN_ARGS + ["--pet", str(folder), "--pet-registration", str(reg), "--n", "1", "--out", str(out)]) == 0
+    doc = json.loads((out / "plan.json").read_text())
+    got, want = doc["pet"]["targets"][0]["lesion"], planned["pet"]["targets"][0]["lesion"]
+    assert got["suv_max"] == pytest.approx(want["suv_max"], rel=0.02)
+    assert got["suv_mean"] == pytest.approx(want["suv_mean"], rel=0.02)
+    assert np.allclose(doc["pet"]["registration"]["pet_to_ct"][0], [1, 0, 0, -12.0])
+    assert "through the given registration" in doc["pet"]["resampling"]
+    capsys.readouterr()
+    reg.write_text("2 0 0 0\n0 2 0 0\n0 0 2 0\n0 0 0 1\n")
+    assert main(PLAN_ARGS + ["--pet", str(folder), "--pet-registration", str(reg), "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a rotation" in err and not (tmp_path / "q").exists()

@@ -245,7 +245,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                           structures=args.structures, series_uid=args.series, modality=args.modality,
                           echo=args.echo, phase=args.phase, approach=args.approach, side=args.side, n_best=args.n,
                           fissure_points=args.fissure_points, pet=getattr(args, "pet", None),
-                          avid=getattr(args, "avid", False))
+                          avid=getattr(args, "avid", False),
+                          pet_registration=getattr(args, "pet_registration", None))
     progress = _Progress()
     try:
         session, plan, rs = plan_and_write(request, args.out, dicom=args.dicom, anonymize=args.anonymize,
@@ -501,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="side of the target, for lateral and medial approaches (default: from its label)")
     q.add_argument("--pet", metavar="PATH", help="a PET series (DICOM, same frame of reference as the CT) in SUV: the "
                                                  "lesion's SUVmax, SUVpeak, SUVmean and each core's SUV in plan.json")
+    q.add_argument("--pet-registration", metavar="FILE",
+                   help="with --pet of another frame of reference: a 4x4 matrix taking PET LPS to CT LPS (mm), as "
+                        "text (four rows of four numbers) or JSON, from a registration you trust")
     q.add_argument("--avid", action="store_true",
                    help="with --pet: aim at the lesion's most avid part (the SUVpeak 1 ml sphere's centre, PERCIST) "
                         "instead of its deepest point; needs --target-label or --seed")

@@ -736,6 +736,50 @@ def _check_registration(registration: Any) -> np.ndarray:
     return m
 
 
+def read_registration(path: str | os.PathLike[str]) -> np.ndarray:
+    """A 4x4 matrix taking PET LPS (mm) to CT LPS (mm), from a text file (four rows of four
+    numbers, spaces or commas; ``#`` starts a comment) or a JSON file (the 4x4 list, or an
+    object with ``"matrix"``). Anything else is refused with the reason. An ITK/3D Slicer
+    transform file is not read: its direction (fixed to moving) is easily taken the wrong way
+    round; export the matrix PET -> CT in LPS instead."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file (--pet-registration)")
+    if p.stat().st_size > 100_000:
+        raise InputError(f"{p}: {p.stat().st_size} bytes is not a 4x4 matrix (--pet-registration)")
+    if p.suffix.lower() in (".tfm", ".h5", ".mat"):
+        raise InputError(f"{p}: an ITK transform file is not read (its direction, fixed to moving, is easily taken "
+                         "the wrong way round): give the 4x4 matrix PET LPS -> CT LPS as text or JSON")
+    try:
+        text = p.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not a text file ({type(exc).__name__}) (--pet-registration)") from None
+    if p.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        values = doc.get("matrix") if isinstance(doc, dict) else doc
+    else:
+        rows = [ln.split("#", 1)[0].replace(",", " ").split() for ln in text.splitlines()]
+        rows = [r for r in rows if r]
+        try:
+            values = [[float(x) for x in r] for r in rows]
+        except ValueError:
+            raise InputError(f"{p}: the matrix holds something that is not a number") from None
+    try:
+        m = _check_registration(values)
+    except InputError as exc:
+        raise InputError(f"{p}: {exc}") from None
+    rot = m[:3, :3]
+    if not np.allclose(rot.T @ rot, np.eye(3), atol=0.02):
+        raise InputError(f"{p}: the matrix scales or shears (its 3x3 part is not a rotation): a PET-to-CT registration "
+                         "of one patient is rigid")
+    return m
+
+
 def resample_to(
     image: Image,
     reference: Image,
@@ -758,12 +802,12 @@ def resample_to(
         if not fr or not ref_fr:
             blank = " and ".join(n for n, v in (("the PET's", fr), ("the CT's", ref_fr)) if not v)
             raise InputError(f"{where}: FrameOfReferenceUID (0020,0052) is blank in {blank} header: nothing says the "
-                             f"two scans share one patient coordinate system; give a registration (4x4, PET LPS -> CT "
-                             f"LPS) to fuse them")
+                             "two scans share one patient coordinate system; give a registration "
+                             "(--pet-registration: 4x4, PET LPS -> CT LPS) to fuse them")
         if fr != ref_fr:
             raise InputError(f"{where}: FrameOfReferenceUID (0020,0052) {fr} differs from the CT's {ref_fr}: the scans "
-                             f"were not acquired in one coordinate system; give a registration (4x4, PET LPS -> CT LPS) "
-                             f"to fuse them")
+                             "were not acquired in one coordinate system; give a registration "
+                             "(--pet-registration: 4x4, PET LPS -> CT LPS) to fuse them")
         m = np.eye(4)
         how = f"same frame of reference {fr}"
     else:

@@ -29,20 +29,25 @@ RERANK_FACTOR = 4
 class PlanPet:
     """The PET in SUV on the CT grid (NaN outside the PET's field of view)."""
 
-    def __init__(self, suv: Image, factors: Any, source: str):
+    def __init__(self, suv: Image, factors: Any, source: str, registration: dict[str, Any] | None = None):
         self.suv = suv
         self.factors = factors
         self.source = source
+        self.registration = registration  # {"file", "pet_to_ct"} when the PET was mapped by a given matrix
         self._lesions: dict[int, LesionSuv] = {}
         self._avid: dict[tuple[float, ...], dict[str, Any]] = {}  # the facts of each avid target, by its point
         self.core_length_mm = DEFAULT_CORE_LENGTH_MM
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], ct: Image, progress: Any = None, kind: str = "bw") -> "PlanPet":
-        from ..images.pet import read_pet, resample_to
+    def load(cls, path: str | os.PathLike[str], ct: Image, progress: Any = None, kind: str = "bw",
+             registration: str | os.PathLike[str] | None = None) -> "PlanPet":
+        from ..images.pet import read_pet, read_registration, resample_to
 
+        m = read_registration(registration) if registration is not None else None
         pet, factors = read_pet(path, kind, progress=progress)
-        return cls(resample_to(pet, ct), factors, str(path))
+        reg = None if m is None else {"file": str(registration), "pet_to_ct": [[round(float(x), 6) for x in row]
+                                                                                for row in m]}
+        return cls(resample_to(pet, ct, m), factors, str(path), reg)
 
     def lesion(self, target: Target) -> LesionSuv:
         """SUV of a target's lesion (computed once per structure)."""
@@ -100,7 +105,8 @@ class PlanPet:
                                                   stats.suv_max if stats else None)}
                 for t in result.trajectories]
             blocks.append(block)
-        return {"source": self.source, "units": self.suv.meta.units, "suv_factors": self.factors.summary(),
+        extra = {"registration": self.registration} if self.registration else {}
+        return {**extra, "source": self.source, "units": self.suv.meta.units, "suv_factors": self.factors.summary(),
                 "suv": self.factors.to_dict(), "resampling": self.suv.meta.corrections[-1],
                 "core_length_mm": length, "core_length_source": length_source,
                 "ranking": (f"the feasible trajectories (up to {RERANK_FACTOR} x n by the preset's score) ordered by "
