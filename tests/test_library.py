@@ -50,6 +50,8 @@ TRUE_W = {"length_mm": 0.02, "lung_mm": 0.2, "fissures": 6.0, "pleura_crossings_
 LOBE_VALUES = {"RUL": "lung_upper_lobe_right", "RML": "lung_middle_lobe_right", "RLL": "lung_lower_lobe_right",
                "LUL": "lung_upper_lobe_left", "LLL": "lung_lower_lobe_left"}
 N_SYNTH = 240
+
+pytestmark = pytest.mark.filterwarnings("ignore:The value length .* exceeds the maximum length")  # the thigh's SH
 CHOICE_NOISE = 2.0  # scale of the noise in the simulated choices (score units; scores differ by ~5-40)
 
 
@@ -477,6 +479,9 @@ def test_no_identifier_of_the_source_dicom_enters_the_library(plans, tmp_path):
 _ADD_SCRIPT = """
 import sys
 from planner.library import open_library
+import planner.library.facts, planner.library.query, sqlalchemy, alembic.command  # imported before the start
+print("ready", flush=True)
+sys.stdin.readline()  # both start together: the parent answers when both are ready
 lib = open_library(sys.argv[1])
 for d in sys.argv[2:]:
     lib.add(d)
@@ -484,22 +489,26 @@ for d in sys.argv[2:]:
 
 
 def test_two_concurrent_adds_lose_nothing(plans, tmp_path):
-    """Two processes add 15 cases each into one new library at once (both also create and
-    migrate it) and both add one more, the same: all 31 are there, with every file, and no
+    """Two processes add 10 cases each into one new library at once (both also create and
+    migrate it) and both add one more, the same: all 21 are there, with every file, and no
     temporary file is left."""
-    made = _synthesize(plans["thorax"], tmp_path / "s", 30, seed=11)
+    made = _synthesize(plans["thorax"], tmp_path / "s", 20, seed=11)
     root = tmp_path / "lib"
-    # each adds its 15, and both add the same extra folder (one case, however it lands)
+    # each adds its 10, and both add the same extra folder (one case, however it lands)
     extra = _synthesize(plans["thorax"], tmp_path / "x", 1, seed=12)[0]["folder"]
-    halves = [[str(m["folder"]) for m in made[:15]] + [str(extra)], [str(extra)] + [str(m["folder"]) for m in made[15:]]]
+    halves = [[str(m["folder"]) for m in made[:10]] + [str(extra)], [str(extra)] + [str(m["folder"]) for m in made[10:]]]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-c", _ADD_SCRIPT, str(root), *h], env=env, stderr=subprocess.PIPE,
-                              text=True) for h in halves]
+    procs = [subprocess.Popen([sys.executable, "-c", _ADD_SCRIPT, str(root), *h], env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for h in halves]
+    assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+    for p in procs:  # both go at once
+        p.stdin.write("go\n")
+        p.stdin.flush()
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     lib = open_library(root)
     cases = lib.cases()
-    assert len(cases) == 31
+    assert len(cases) == 21
     assert len(lib.cases_of_folder(extra)) == 1
     assert sorted(c.facts["size_mm"] for c in cases if c.id not in lib.cases_of_folder(extra)) == \
         sorted(round(m["size"], 2) for m in made)
@@ -520,6 +529,19 @@ def test_bad_library_input_is_one_line(tmp_path, capsys):
     assert main(["library", "learn", "no-such-procedure", "--library", str(tmp_path / "lib")]) == 2
     err = capsys.readouterr().err
     assert err.count("planner: error:") == 4 and "Traceback" not in err
+
+
+def test_wilson_interval_and_the_schema_version(library):
+    from sqlalchemy import text
+
+    from planner.library.rates import wilson
+
+    assert wilson(0, 10) == pytest.approx((0.0, 3.8415 / 13.8415), abs=1e-4)  # z^2 / (n + z^2)
+    assert wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    lib, _ = library
+    with lib.engine.connect() as conn:  # the schema is the migrations' (Alembic), at their head
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
 
 
 # ---------------------------------------------------------------------------------------------
