@@ -245,6 +245,10 @@ class PlanningSession:
             if label == "effusion" and label not in self.structures:  # the joint's effusion, whatever its side
                 found = [n for n in self.structures.names() if "effusion" in n]
                 label = found[0] if len(found) == 1 else label
+            if label.startswith("knee_effusion_"):  # a pocket a needle from the front or side can reach
+                from .anatomy.autoseg.knee_mr import effusion_target
+
+                return self._avid(effusion_target(self.image, self.structures, label))
             return self._avid(target_from_structure(self.image, self.structures, label))
         from .anatomy.joints import joint_target
 

@@ -735,3 +735,63 @@ def segment_mr_scan(path, series_uid: str | None = None, echo: int | None = None
         result.notes.append("MR: one image per slice position (no echoes to combine): it is segmented and planned on")
     result.structures.notes[:] = list(result.notes)
     return shown, result
+
+
+def effusion_target(image: Image, sset: StructureSet, name: str):
+    """The target of a knee injection or synovial biopsy in the effusion ``name``: the deepest point
+    of its largest pocket in the suprapatellar recess (above the patella's upper pole less 5 mm, in
+    front of the middle of the femoral condyles), else in the front of the joint above the tibial
+    plateau (patellofemoral), else anywhere. Fluid between the condyles
+    and the plateau, or behind them, is no target for a needle from the front or the side."""
+    from ..target import _structure_target
+
+    if name not in sset:
+        from ..target import target_from_structure
+
+        return target_from_structure(image, sset, name)
+    eff = sset.mask(name)
+    side = name.rsplit("_", 1)[-1]
+    lab, n = ndi.label(eff, ndi.generate_binary_structure(3, 2))
+    if n == 0:
+        from ..target import target_from_structure
+
+        return target_from_structure(image, sset, name)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    ok = np.ones(n + 1, bool)
+    ok[0] = False
+    why = "its largest pocket"
+    fem, tib = f"femur_{side}", f"tibia_{side}"
+    if fem in sset and tib in sset:
+        fp = _lps(image, np.argwhere(sset.mask(fem))[::7])
+        tp = _lps(image, np.argwhere(sset.mask(tib))[::7])
+        low = fp[fp[:, 2] < fp[:, 2].min() + 30.0]
+        mid_y = 0.5 * (low[:, 1].min() + low[:, 1].max())
+        plateau = float(np.percentile(tp[:, 2], 99))
+        idx = np.argwhere(eff)
+        p = _lps(image, idx)
+        li = lab[tuple(idx.T)]
+        cnt = np.bincount(li, minlength=n + 1).astype(float)
+        cy = np.bincount(li, weights=p[:, 1], minlength=n + 1) / np.maximum(cnt, 1)
+        cz = np.bincount(li, weights=p[:, 2], minlength=n + 1) / np.maximum(cnt, 1)
+        front = ok & (cy < mid_y) & (cz > plateau + 5.0)
+        pat = f"patella_{side}"
+        supra = front.copy()
+        if pat in sset:
+            top = float(_lps(image, np.argwhere(sset.mask(pat))[::3])[:, 2].max())
+            supra &= cz > top - 5.0
+        else:
+            supra[:] = False
+        if supra.any():
+            ok = supra
+            why = "its largest pocket above the patella, in front of the femur (suprapatellar recess)"
+        elif front.any():
+            ok = front
+            why = "its largest pocket in the front of the joint (patellofemoral recess)"
+    best = int(np.argmax(np.where(ok, sizes, 0)))
+    part = StructureSet.for_image(image)
+    s = part.add(name, lab == best, cls="fluid", source=sset[name].source)
+    t = _structure_target(image, part, s, "structure")
+    import dataclasses
+
+    return dataclasses.replace(t, how=f"effusion: the deepest point of {why}")
