@@ -354,6 +354,14 @@ def test_learner_recovers_the_weights_of_simulated_choices(library, capsys):
         {k: v for k, v in preset.items() if k != "weights"}
     assert set(variant["weights"]) == set(preset["weights"])
     assert variant["weights"] == r["weights_after"]
+    # read by the planner's own preset reader: every rule but the weights is the preset's
+    from dataclasses import replace
+
+    from planner.planning.presets import _parse, load_preset
+
+    parsed, original = _parse(variant, "department variant"), load_preset("lung-biopsy")
+    assert replace(parsed, weights=original.weights, sha256=original.sha256) == original
+    assert parsed.weights != original.weights
     # the text report prints both agreements
     assert main(["library", "learn", "lung-biopsy", "--library", str(lib.root), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -478,18 +486,16 @@ def test_no_identifier_of_the_source_dicom_enters_the_library(plans, tmp_path):
 
 _ADD_SCRIPT = """
 import sys
-from planner.library import open_library
-import planner.library.facts, planner.library.query, sqlalchemy, alembic.command  # imported before the start
+from planner.cli.main import main
+import planner.cli.library, planner.library.store, planner.library.query, alembic.command  # imported before the start
 print("ready", flush=True)
 sys.stdin.readline()  # both start together: the parent answers when both are ready
-lib = open_library(sys.argv[1])
-for d in sys.argv[2:]:
-    lib.add(d)
+sys.exit(main(["library", "add", "--library", *sys.argv[1:]]))
 """
 
 
 def test_two_concurrent_adds_lose_nothing(plans, tmp_path):
-    """Two processes add 10 cases each into one new library at once (both also create and
+    """Two ``planner library add`` processes add 10 cases each into one new library at once (both also create and
     migrate it) and both add one more, the same: all 21 are there, with every file, and no
     temporary file is left."""
     made = _synthesize(plans["thorax"], tmp_path / "s", 20, seed=11)
