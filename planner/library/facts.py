@@ -213,8 +213,9 @@ GAUGE = re.compile(r"^(\d+)\s*G$", re.IGNORECASE)
 
 
 def risk_flags(procedure: str, metrics: dict[str, Any], size_mm: float | None, gauge: str) -> dict[str, bool]:
-    """The binary risk factors of the chosen trajectory (those the published odds ratios are for;
-    the definitions of ``planner/planning/explain.py``'s lung risk factors)."""
+    """The binary risk factors of the chosen trajectory of a lung biopsy (those the published odds
+    ratios of pneumothorax are for, as ``planner/planning/explain.py`` defines them); none for
+    other procedures."""
     m = metrics
     g = GAUGE.match(gauge or "")
     flags = {
@@ -226,7 +227,7 @@ def risk_flags(procedure: str, metrics: dict[str, Any], size_mm: float | None, g
         "large_needle": bool(g) and int(g.group(1)) <= 18,  # type: ignore[union-attr]
     }
     if procedure != "lung-biopsy":
-        flags = {k: v for k, v in flags.items() if k in ("small_lesion", "large_needle")}
+        return {}  # the published factors (planner/data/risk_factors/) are those of pneumothorax
     return flags
 
 

@@ -73,7 +73,8 @@ def local_rates(lib: Library, procedure: str, min_cases: int = MIN_CASES,
                 complication: str | None = None) -> dict[str, Any]:
     """The local figures of ``procedure`` (see the module); :class:`TooFewCases` below ``min_cases``."""
     pub = published(procedure)
-    comp = complication or (pub or {}).get("complication") or "pneumothorax"
+    comp = complication or (pub or {}).get("complication") or \
+        ("pneumothorax" if procedure == "lung-biopsy" else "haemorrhage")
     if comp not in ("pneumothorax", "haemorrhage", "chest_tube", "nondiagnostic"):
         raise InputError(f"--complication {comp!r}: one of pneumothorax, haemorrhage, chest_tube, nondiagnostic")
     cases = [c for c in lib.cases(procedure=procedure) if c.outcome is not None]
