@@ -39,6 +39,7 @@ ORTHOGONAL = ("axial", "coronal", "sagittal")
 KEYS = {
     "n": "next trajectory", "p": "previous trajectory", "s": "structures on/off", "b": "bones on/off",
     "r": "risk map on/off", "v": "volume preset (bone, lung, soft tissue, off)", "w": "slice window preset",
+    "o": "PET over the slices: opacity 60, 30, 90 %, off (plans made with a PET)",
     "Left/Right, Up/Down, Prior/Next": "move the target 2 mm (x, y, z)", "Return": "re-plan at the target",
     "h": "print this help", "q": "quit",
 }
@@ -246,6 +247,22 @@ class Viewer:
                 set_window(view.info["ct_slice"], self.slice_window)
         return self.slice_window
 
+    def cycle_pet_opacity(self) -> float | None:
+        """The PET layer's opacity over every slice view: 0.6 -> 0.3 -> 0.9 -> off -> 0.6; None
+        when the plan has no PET to show."""
+        from .scene.slices import PET_OPACITIES
+
+        if self.scene.pet is None:
+            self.messages.append("no PET in this plan (or it could not be read): nothing to fade")
+            return None
+        now = self.scene.pet_opacity
+        self.scene.pet_opacity = PET_OPACITIES[(PET_OPACITIES.index(now) + 1) % len(PET_OPACITIES)
+                                               if now in PET_OPACITIES else 0]
+        for view in self.views.values():
+            if view.info.get("pet_slice") is not None:
+                view.info["pet_slice"].GetProperty().SetOpacity(self.scene.pet_opacity)
+        return self.scene.pet_opacity
+
     def scroll(self, plane: str, steps: int) -> np.ndarray:
         """Move an orthogonal slice by ``steps`` voxels along its normal; returns its new origin."""
         view = self.views[plane]
@@ -355,6 +372,7 @@ class Viewer:
         actions: dict[str, Callable[[], Any]] = {
             "n": lambda: self.cycle(1), "p": lambda: self.cycle(-1), "s": self.toggle_structures,
             "b": self.toggle_bones, "r": self.toggle_risk_map, "v": self.cycle_volume, "w": self.cycle_window,
+            "o": self.cycle_pet_opacity,
             "Return": self.replan, "KP_Enter": self.replan, "h": self._help,
         }
         if key in _MOVES and self.target is not None:

@@ -353,3 +353,34 @@ def test_a_pet_of_another_frame_of_reference_fuses_through_a_given_registration(
     assert main(PLAN_ARGS + ["--pet", str(folder), "--pet-registration", str(reg), "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err
     assert "is not a rotation" in err and not (tmp_path / "q").exists()
+
+
+def test_the_viewer_shows_the_pet_over_the_slices_with_its_opacity_key(plan_folder, planned):
+    """``planner view`` of a PET plan: the PET (hot map) lies over the lesion's SUVpeak sphere in
+    the axial slice through it; key o steps the opacity, and at 0 the same pixel is the CT's grey."""
+    from planner.scene import Scene, load_case
+    from planner.scene import views as V
+    from planner.viewer import Viewer
+
+    case = load_case(plan_folder)
+    lesion = planned["pet"]["targets"][0]["lesion"]
+    assert case.pet is not None and case.pet_top_suv == pytest.approx(lesion["suv_max"])
+    hot = np.asarray(lesion["suv_peak_centre"], float)
+
+    def colour_at(opacity):
+        scene = Scene(case)
+        scene.pet_opacity = opacity
+        view = V.orthogonal_view(scene, "axial", (600, 600), point=hot, show_paths=False)
+        rgb = np.asarray(view.render(), int)
+        c, r = np.rint(view.pixel_of(hot[None])[0]).astype(int)
+        view.close()
+        return rgb[r, c]
+
+    fused, plain = colour_at(0.6), colour_at(0.0)
+    assert abs(plain[0] - plain[2]) < 8, plain  # the CT alone: grey
+    assert fused[0] >= fused[1] >= fused[2] and fused[0] - fused[2] > 20, fused  # warm: the hot map over it
+    assert np.abs(fused - plain).max() > 40, (fused, plain)
+    viewer = Viewer(case, size=(900, 600), offscreen=True)
+    assert viewer.on_key("o") and viewer.scene.pet_opacity == 0.3
+    slices = [v.info["pet_slice"] for v in viewer.views.values() if v.info.get("pet_slice") is not None]
+    assert slices and all(s.GetProperty().GetOpacity() == pytest.approx(0.3) for s in slices)

@@ -179,6 +179,8 @@ class Case:
     checks: list[ActualNeedle] = field(default_factory=list)  # the check scans' needles, oldest first
     actual: ActualNeedle | None = None  # the one the views show (by default the latest)
     notes: list[str] = field(default_factory=list)
+    pet: Image | None = None  # the plan's PET in SUV on the CT's grid (NaN outside it), shown over the slices
+    pet_top_suv: float = 1.0  # the top of the PET colour scale (the lesion's SUVmax)
 
     @property
     def chosen(self) -> NeedlePath | None:
@@ -235,6 +237,8 @@ def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] 
     risk = RiskMap.load(rm) if rm.is_file() else None
     case = case_from_objects(ct, sset, plan, risk, title=str(plan.get("procedure", "")))
     case.checks, case.notes = load_checks(d)
+    if plan.get("pet"):
+        load_pet_layer(case, plan["pet"])
     if check is not None and case.checks:
         if check == "latest":
             case.actual = case.checks[-1]
@@ -244,3 +248,26 @@ def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] 
                 raise InputError(f"{d / 'checks'}: no check {check} (checks: {[c.number for c in case.checks]})")
             case.actual = found[0]
     return case
+
+
+def load_pet_layer(case: Case, pet: dict[str, Any]) -> None:
+    """The plan's PET (``plan.json``'s ``pet``: its series, and the registration it was fused
+    through if any) on the case's CT grid, scaled to the target lesion's SUVmax; a PET that can
+    no longer be read is said in the case's notes and left out (the plan itself does not need it)."""
+    from ..images.pet import read_pet, resample_to
+
+    source = str(pet.get("source") or "")
+    try:
+        if not source:
+            raise InputError("the plan names no PET series (a de-identified plan)")
+        kind = "lbm" if str(pet.get("suv", {}).get("kind", "bw")) == "lbm" else "bw"
+        image, _ = read_pet(source, kind)
+        reg = (pet.get("registration") or {}).get("pet_to_ct")
+        case.pet = resample_to(image, case.ct, np.asarray(reg, float) if reg is not None else None)
+    except (InputError, OSError) as exc:
+        case.notes.append(f"PET {source or '-'}: not shown ({exc})")
+        return
+    lesion = next((b.get("lesion") for b in pet.get("targets", []) if b.get("lesion")), None)
+    finite = np.isfinite(case.pet.voxels)
+    top = float(lesion["suv_max"]) if lesion else (float(np.max(case.pet.voxels[finite])) if finite.any() else 1.0)
+    case.pet_top_suv = top if top > 0 else 1.0

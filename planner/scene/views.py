@@ -21,10 +21,11 @@ from ..anatomy.registry import StructureClass
 from ..errors import InputError
 from . import geometry as G
 from .geometry import LETTERS, orientation_letters  # noqa: F401 - their home was here
+from ..images.reslice import mr_window
 from .case import Case, NeedlePath, load_case
 from .needles import ACTUAL, ACTUAL_TEXT, ALTERNATIVE, CHOSEN, ENTRY, actual_needle_actors, needle_actors, ring_actor, target_actor
 from .riskmap import FORBIDDEN, UNREACHABLE, risk_actor
-from .slices import slice_actor
+from .slices import PET_OPACITY, pet_slice_actor, slice_actor, suv_bar
 from .surfaces import StructureLayer, build_meshes, legend_actor, structure_layer
 from .volume import ct_image_data, set_interactive, volume_actor
 from .vtkutil import capture, offscreen_window, rgb01, save_png, vtk, world_to_pixel
@@ -35,19 +36,20 @@ SLICE_VIEWS = ("slice_axial", "slice_coronal", "slice_sagittal")
 LABEL_COLOUR = (255, 255, 255)
 
 
-def mr_window(image: Any) -> tuple[float, float]:
-    """(level, width) of an MR: its 1st to 99.5th percentile of the signal above the background."""
-    v = np.asarray(image.voxels)[:: max(1, image.shape[0] // 24)].astype(np.float32).ravel()
-    v = v[v > 0.05 * float(v.max())] if v.size and v.max() > 0 else v
-    lo, hi = (np.percentile(v, [1.0, 99.5]) if v.size else (0.0, 1.0))
-    return float((lo + hi) / 2.0), float(max(hi - lo, 1.0))
-
-
 class Scene:
     """One case ready to draw: the CT as VTK data and the structure meshes, built once, shared."""
 
     def __init__(self, case: Case):
         self.case = case
+        self.pet_opacity = PET_OPACITY  # of the PET layer over the CT slices (when the case has a PET)
+
+    @cached_property
+    def pet(self) -> tuple["vtk.vtkImageData", "vtk.vtkMatrix4x4"] | None:
+        """The PET in SUV on the CT's grid (no PET: 0) as VTK data placed like the CT; None without one."""
+        if self.case.pet is None:
+            return None
+        v = np.nan_to_num(np.asarray(self.case.pet.voxels, np.float32), nan=0.0)
+        return ct_image_data(self.case.pet.with_voxels(v))
 
     @cached_property
     def ct(self) -> tuple["vtk.vtkImageData", "vtk.vtkMatrix4x4"]:
@@ -311,12 +313,23 @@ def _slice_base(scene: Scene, name: str, f: G.ViewFrame, size: tuple[int, int], 
                                      viewport=host[1] if host else (0, 0, 1, 1))
     data, matrix = scene.ct
     ct_slice = slice_actor(data, matrix, f.focal, f.dop, window or scene.default_window())
-    base.AddViewProp(ct_slice)
+    plane = ct_slice.GetMapper().GetSlicePlane()
+    pet_slice = None
+    if scene.pet is not None:  # the PET over the CT, stacked, cut by the same plane
+        pet_data, pet_matrix = scene.pet
+        pet_slice = pet_slice_actor(pet_data, pet_matrix, plane, scene.case.pet_top_suv, scene.pet_opacity)
+        stack = vtk.vtkImageStack()
+        stack.AddImage(ct_slice)
+        stack.AddImage(pet_slice)
+        stack.SetActiveLayer(0)
+        base.AddViewProp(stack)
+        over.AddViewProp(suv_bar(scene.case.pet_top_suv, _font(size, 0.8)))
+    else:
+        base.AddViewProp(ct_slice)
     _parallel_camera(base, f, half_height_mm)
     canvas = Canvas(f, size, 2.0 * half_height_mm / size[1])
     view = View(name, win, base, over, canvas)
-    plane = ct_slice.GetMapper().GetSlicePlane()
-    view.info.update(ct_slice=ct_slice, plane=plane,
+    view.info.update(ct_slice=ct_slice, plane=plane, pet_slice=pet_slice,
                      contours=_contours(scene, over, plane, skip=(StructureClass.LOBE,), width=contour_width))
     return view
 
