@@ -50,8 +50,26 @@ def load_image(path: str | os.PathLike[str], *, series: str | None = None, modal
 def segment(image: "Image", *, fissure_points: str | os.PathLike[str] | None = None,
             progress: Any = None) -> "StructureSet":
     """The automatic segmentation of a CT (body, lungs, airways, bones, heart, aorta, vessels,
-    emphysema, fissures and lobes): a :class:`~planner.anatomy.StructureSet` on the CT's grid."""
+    emphysema, fissures and lobes): a :class:`~planner.anatomy.StructureSet` on the CT's grid.
+    An MR (``image.meta.modality`` "MR") is segmented as a knee (body, bones, effusion, tendons,
+    popliteal bundle by position), with every echo of its DICOM series when its source has them."""
     from .anatomy import segment_ct
+
+    if (image.meta.modality or "").upper() == "MR":
+        import numpy as np
+
+        from .anatomy.autoseg.knee_mr import load_echoes, segment_knee_mr
+
+        echoes = None
+        if image.meta.source:
+            try:
+                echoes = load_echoes(image.meta.source, image.meta.series_instance_uid or None)
+            except InputError:
+                echoes = None  # the source is gone or not DICOM: this image alone
+        if echoes is not None and (echoes.images[0].shape != image.shape
+                                   or not np.allclose(echoes.images[0].affine, image.affine, atol=1e-4)):
+            echoes = None
+        return segment_knee_mr(image, echoes, progress=progress).structures
     from .anatomy.fissure_points import read_fissure_points
 
     points = read_fissure_points(fissure_points) if fissure_points is not None else None

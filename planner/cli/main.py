@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sub_volume_options(q)
     q.add_argument("--n", type=_positive_int, default=5, help="number of distinct trajectories to keep (default 5)")
     q.add_argument("--modality", choices=["CT", "MR"], default="CT",
-                   help="modality of the scan given with --ct (default CT; MR needs --structures)")
+                   help="modality of the scan given with --ct (default CT; an MR without --structures is segmented as a knee)")
     q.add_argument("--approach", help="the preset's approach (see planner procedures; default its first)")
     q.add_argument("--fissure-points", metavar="MRK_JSON",
                    help="3D Slicer markups (.mrk.json) with points on the fissures (markups or points named "
@@ -544,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_library(sub)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
-    q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT)")
+    q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT; or a knee MR series, DICOM)")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
     q.add_argument("--fissure-points", metavar="MRK_JSON",

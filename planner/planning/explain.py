@@ -69,6 +69,21 @@ def describe(traj: Trajectory, sset: StructureSet, preset: Preset, target_name: 
     else:
         traj.limiting = f"no avoided structure within {REPORT_WITHIN_MM:g} mm"
     traj.risk_factors = lung_risk_factors(traj, target_diameter_mm) if preset.id == "lung-biopsy" else []
+    traj.risk_factors += tendon_factors(traj, sset)
+
+
+def tendon_factors(traj: Trajectory, sset: StructureSet) -> list[str]:
+    """The tendons of the structure set a path crosses (within 0.5 mm of the axis: the needle's own
+    radius and a voxel's rounding), and how far it passes from the others; nothing when the set has
+    no tendon."""
+    tendons = [s.name for s in sset if s.cls == StructureClass.TENDON]
+    if not tendons:
+        return []
+    crossed = [n for n in tendons if traj.clearance_mm.get(n, math.inf) < 0.5]
+    near = ", ".join(f"{n} {math.floor(traj.clearance_mm[n] * 10.0) / 10.0:.1f} mm"
+                     for n in tendons if n not in crossed and n in traj.clearance_mm)
+    head = f"tendons crossed: {', '.join(crossed)}" if crossed else "tendons crossed: none"
+    return [head + (f" (nearest: {near})" if near else f" (none within {REPORT_WITHIN_MM:g} mm)")]
 
 
 #: Unidentified dense tissue along a path is named from this length on (mm; shorter runs are

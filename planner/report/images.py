@@ -24,7 +24,7 @@ from scipy import ndimage
 from ..anatomy.registry import StructureClass, colour_of
 from ..anatomy.structures import Structure, StructureSet
 from ..images import Image
-from ..images.reslice import WINDOWS, plane_axes, window
+from ..images.reslice import WINDOWS, mr_window, plane_axes, window
 from ..atomic import write_bytes_atomic
 
 SCENE_IMAGES = ("planning_slice", "bullseye", "progression", "overview_3d")
@@ -88,7 +88,9 @@ def _class_labels(structures: StructureSet | None, classes: Sequence[StructureCl
     return lab if lab.any() else None
 
 
-def _window_for(doc: dict[str, Any]) -> tuple[float, float]:
+def _window_for(doc: dict[str, Any], ct: Image | None = None) -> tuple[float, float]:
+    if ct is not None and (ct.meta.modality or "").upper() == "MR":  # no fixed scale: the MR's own percentiles
+        return mr_window(ct)
     return WINDOWS["lung" if doc.get("procedure") == "lung-biopsy" else "soft-tissue"]
 
 
@@ -104,7 +106,7 @@ def write_path_images(folder: Path, ct: Image, structures: StructureSet | None, 
     pts = target[None] if entry is None else np.vstack([target, entry])
     half = max(60.0, float(np.ptp(pts, axis=0).max()) / 2 + 40.0)
     centre = pts.mean(axis=0)
-    level, width = _window_for(doc)
+    level, width = _window_for(doc, ct)
     out: dict[str, Path] = {}
     for plane in PATH_PLANES:
         png = _draw_plane(ct, labels, classes, plane, target, entry, centre, half, level, width)  # type: ignore[arg-type]

@@ -8,37 +8,53 @@ orientation) and links the slices in 3D. What each step finds, and what it misse
 
 * **body**: Otsu's threshold of the first echo, holes filled (see :mod:`.mr`). Misses nothing
   but coil and fold-over artefact outside the limb, which it drops.
-* **femur, tibia, patella, fibula** (``<bone>_<side>``): the fatty marrow, brighter than muscle
-  on images without fat suppression (T1, PD, T2 and multi-echo T2), in a dark rim (cortex).
-  The bright tissue inside the body, a subcutaneous band taken away, is cut into pieces in each
-  slice and the pieces linked between slices; the two largest are femur (upper) and tibia
-  (lower); the patella is the thick piece in front of the distal femur, above the joint; the
-  fibula the piece behind and lateral to the upper tibia, below the plateau. The cortex (a
-  1-3 mm dark rim) is added by a closing, so the surfaces are those of the bone, not of the
-  marrow. Misses: bone on fat-suppressed images (marrow as dark as muscle: nothing is found and
-  the notes say so), marrow oedema (dark on T1, bright on T2: may leave holes), a fat pad
-  (Hoffa's, prefemoral) whose edge touches the marrow through a broken cortex (joined to the bone).
+* **femur, tibia, patella, fibula** (``<bone>_<side>``; the side from the knee's position,
+  x > 0 the patient's left): the fatty marrow. With several echoes, voxels whose fitted T2 is
+  above Otsu's threshold (fat and marrow decay slowly, muscle fast) or whose first echo is
+  brighter than Otsu's threshold of the signal with the coil's shading divided out (flow
+  artefacts spoil the T2 of some slices, not the signal); with one image, the latter alone.
+  Thin dark lines (a valley filter: cortex, even faint, septa, ligaments), voids and fluid
+  (T2 over 1.5 times the fat's) are walls. An opening by a 4 mm disk in each slice leaves the
+  thick marrow and drops the thin fat bands; pieces mostly within 7 mm of the skin or on
+  average shallower than 9 mm (in 3D: a slice cut along the skin) are subcutaneous fat. The
+  pieces are linked between slices when they overlap well; the two largest are femur (upper)
+  and tibia (lower), the patella the largest piece in front of the distal femur whose centre
+  lies 8-70 mm above the joint line, the fibula a slim piece (under 40 mm across) lateral and
+  not in front of the upper tibia, below the joint line. Each bone is closed (3 mm), filled,
+  bridged across long-T2 gaps that a 6 mm closing spans (an artefact across the marrow), filled
+  on a slice where both neighbours hold it, and grown by 1.5 mm of cortex. Misses: bone on
+  fat-suppressed images (marrow as dark as muscle: the notes say no bone was found), thin ends
+  of a bone (the patella's poles, the fibular shaft on thick slices), marrow oedema (may leave
+  holes); joins a fat pad (Hoffa's, prefemoral) whose edge touches the marrow where neither a
+  dark line nor the opening parts them.
 * **effusion** (``knee_effusion_<side>``): joint fluid, long T2: with several echoes the voxels
   whose signal decays slowest (a T2 fitted over the echoes, above 1.5 times the median T2 of the
   marrow fat) and that are bright on the late echo; with one image (fat-suppressed PD/T2, DESS)
-  the brightest signal outside bone. Only within 15 mm of the bones and in front of the back of
-  the femoral condyles (the popliteal vessels are long-T2 too and are left out by position).
-  Misses: fluid thinner than a voxel (a collapsed recess) and a Baker's cyst; on T1 or a single
-  non-fat-suppressed T2 (fat as bright as fluid) it is not credible and the notes say so.
-* **quadriceps and patellar tendons**: dark bands (below the muscle's signal) in the band where
-  each must lie: above the patella in front of the femur; from the patella's lower pole to the
-  tibial tuberosity. Found where dark voxels fill that band; partly or not at all on a slice set
-  that misses the mid-line.
+  the brightest signal outside bone. Only within 15 mm of the bones, deeper than 2 mm, in front
+  of the back of the femoral condyles (the popliteal vessels are long-T2 too and are left out by
+  position), not inside a bone seen on both neighbouring slices (an artefact). The echo that
+  shows it best against the marrow is the one shown and planned on. Misses: fluid thinner than a
+  voxel (a collapsed recess: then ``--target-joint knee_recess_<side>`` places the recess by the
+  bones) and a Baker's cyst; takes a flow or pulsation artefact outside bone for fluid; on T1
+  or a single non-fat-suppressed T2 (fat as bright as fluid) it is not credible and the notes
+  say so. A needle aims at its suprapatellar pocket (:func:`effusion_target`).
+* **quadriceps and patellar tendons**: dark tissue (under 0.35 times the soft tissue's median
+  signal) in the band where each must lie: 9 mm around the line 50 mm up the femoral shaft
+  from the patella's upper pole; 7 mm around the line from its lower pole to the tibial
+  tuberosity, in front of it. Found where dark voxels fill that band; partly or not at all
+  where the tendon is not dark or the slices miss the mid-line; may take the dark skin or
+  retinaculum beside it.
 * **popliteal neurovascular bundle** (``popliteal_neurovascular_bundle_<side>``, class vessel):
-  placed by position, not seen: the soft tissue behind the femoral condyles and the tibial
-  plateau, between them in width, from 40 mm above to 40 mm below the joint line, as deep as the
-  popliteal artery, vein and tibial nerve lie. It stands for all three.
+  placed by position, not seen: the soft tissue from 10 mm in front of to 30 mm behind the back
+  of the femoral condyles, within a quarter of the condyles' width (plus 6 mm) of their middle,
+  from 40 mm above to 40 mm below the joint line. It stands for the popliteal artery, vein and
+  tibial nerve together; a bundle lying off that box is not covered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -105,7 +121,12 @@ def load_echoes(path, series_uid: str | None = None, progress: Progress | None =
     holds one volume (NIfTI, NRRD, a single-echo series)."""
     from pathlib import Path
 
-    from ...images.dicom import load_series, scan_folder, select_series, series_sub_volumes
+    from ...images.dicom import (
+        load_series,
+        scan_folder,
+        select_series,
+        series_sub_volumes,
+    )
     from ...images.io import source_kind
 
     if source_kind(Path(path)) != "dicom":
@@ -255,7 +276,6 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
         stack, numbers, tes = None, [], []
         early = image.voxels.astype(np.float32)
     sp = np.asarray(image.spacing[::-1], float)  # mm along k, j, i
-    px = float(np.mean(sp[1:]))
     body_img = Image(early, image.affine, image.meta)
     body = mr_body_mask(body_img)
     side = _side_of(image, body, side)
@@ -370,7 +390,6 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
 def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp: np.ndarray, side: str, what: str,
            fluid_like: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], list[str], dict]:
     notes: list[str] = []
-    px = float(np.mean(sp[1:]))
     vox_ml = float(np.prod(sp)) / 1000.0
     # depth under the skin, in the slice plane
     depth = _depth3(body, sp)
@@ -478,8 +497,17 @@ def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp:
     bridge = _disk(6.0, sp)
     grow = _disk(CORTEX_MM, sp)
     taken = np.zeros(image.shape, bool)
+    cand_all = (smooth > t_fat) & body
+    inset = _disk(1.0, sp)
     for name, i in chosen.items():
         m = lab3 == i
+        # the end slices of a bone, too thin for the opening: the marrow candidates inside the
+        # bone's footprint on the next slice in
+        ks = np.flatnonzero(m.any(axis=(1, 2)))
+        for k_end, k_in in ((ks[0] - 1, ks[0]), (ks[-1] + 1, ks[-1])):
+            if 0 <= k_end < m.shape[0]:
+                foot = ndi.binary_erosion(m[k_in], inset)
+                m[k_end] |= cand_all[k_end] & foot & ((lab3[k_end] == 0) | (lab3[k_end] == i))
         sl = ndi.find_objects(m.astype(np.uint8))[0]
         sl = tuple(slice(max(s.start - 8, 0), min(s.stop + 8, n)) if ax else s
                    for ax, (s, n) in enumerate(zip(sl, image.shape)))
@@ -614,7 +642,6 @@ def _band_mask(image: Image, a: np.ndarray, b: np.ndarray, radius: float, box: n
 
 def _tendons(image: Image, smooth: np.ndarray, body: np.ndarray, bones: dict[str, np.ndarray], dark_t: float,
              sp: np.ndarray, geo: dict, side: str):
-    px = float(np.mean(sp[1:]))
     depth = _depth(body, sp)
     dark = (smooth < dark_t) & body & (depth > 1.0)
     allb = np.zeros(image.shape, bool)
@@ -625,8 +652,8 @@ def _tendons(image: Image, smooth: np.ndarray, body: np.ndarray, bones: dict[str
     pat = bones.get("patella")
     tib = bones.get("tibia")
     if pat is None or not pat.any():
-        results.append((f"quadriceps_tendon_{side}", None, "quadriceps and patellar tendons: not looked for "
-                        "(no patella found)"))
+        results.append((f"quadriceps_tendon_{side}", None,
+                        "quadriceps and patellar tendons: not looked for (no patella found)"))
         return results
     pp = _lps(image, np.argwhere(pat))
     top = pp[pp[:, 2] >= pp[:, 2].max() - 3.0].mean(axis=0)
@@ -648,9 +675,9 @@ def _tendons(image: Image, smooth: np.ndarray, body: np.ndarray, bones: dict[str
     b = a + 50.0 * up
     band = _band_mask(image, a, b, 9.0, dark)
     quad = _largest(band, sp)
-    results.append((f"quadriceps_tendon_{side}", quad,
-                    f"quadriceps tendon: dark tissue within 9 mm of the line 50 mm up the femoral shaft from the patella's upper pole "
-                    f"({quad.sum() * float(np.prod(sp)) / 1000:.1f} ml found)"))
+    note = ("quadriceps tendon: dark tissue within 9 mm of the line 50 mm up the femoral shaft from the patella's "
+            f"upper pole ({quad.sum() * float(np.prod(sp)) / 1000:.1f} ml found)")
+    results.append((f"quadriceps_tendon_{side}", quad, note))
     if tib is not None and tib.any():
         tp = _lps(image, np.argwhere(tib))
         level = tp[:, 2].max() - 25.0
@@ -665,9 +692,9 @@ def _tendons(image: Image, smooth: np.ndarray, body: np.ndarray, bones: dict[str
                 f = np.interp(p[:, 2], [tub[2], bottom[2]], [tub[1], min(bottom[1], front + 8.0)])
                 band[tuple(idx[p[:, 1] > f + 3.0].T)] = False
             patt = _largest(band, sp)
-            results.append((f"patellar_tendon_{side}", patt,
-                            f"patellar tendon: dark tissue within 7 mm of the line from the patella's lower pole to "
-                            f"the tibial tuberosity ({patt.sum() * float(np.prod(sp)) / 1000:.1f} ml found)"))
+            note = ("patellar tendon: dark tissue within 7 mm of the line from the patella's lower pole to the tibial "
+                    f"tuberosity ({patt.sum() * float(np.prod(sp)) / 1000:.1f} ml found)")
+            results.append((f"patellar_tendon_{side}", patt, note))
     return results
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from ...images import Image
-from .knee import CORTEX, EFFUSION, make_knee
+from .knee import CORTEX, make_knee
 
 #: (proton density, T2 ms) by material.
 TISSUE = {
@@ -107,4 +107,4 @@ def make_knee_mr(seed: int = 0, step: int = 4, echo_times_ms: tuple[float, ...] 
     return KneeMR(echoes, tuple(echo_times_ms), labels)
 
 
-__all__ = ["KneeMR", "make_knee_mr", "ECHO_TIMES_MS", "TISSUE", "EFFUSION"]
+__all__ = ["ECHO_TIMES_MS", "TISSUE", "KneeMR", "make_knee_mr"]
