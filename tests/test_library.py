@@ -644,3 +644,31 @@ def test_postgresql_gives_the_same_results_as_sqlite(plans, postgres, tmp_path):
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
     a.close()
     b.close()
+
+
+@pytest.mark.long
+@pytest.mark.shared_data
+def test_the_real_chest_ct_case_enters_the_library_de_identified(tmp_path):
+    """The real chest CT's right-lung mass, planned end to end (automatic segmentation, report),
+    added: the right lung (a lobe where fissures were found), in the right half of the lungs'
+    frame, and no identifier of its DICOM
+    anywhere in the library."""
+    from conftest import CHEST_CT
+
+    d = _plan(tmp_path / "chest", "--ct", str(CHEST_CT), "--target", "-82,82,-8", "--procedure", "lung-biopsy")
+    root = tmp_path / "lib"
+    assert main(["library", "add", str(d), "--library", str(root)]) == 0
+    lib = open_library(root)
+    (c,) = lib.cases()
+    f = c.facts
+    print(f"\nreal chest CT case: region {f['region']}, size {f['size_mm']}, depth {f['depth_mm']}, "
+          f"frame ({f['frame_x']}, {f['frame_y']}, {f['frame_z']})")
+    # a right lobe, or the right lung where the automatic segmentation found no credible fissures
+    assert f["region"] in ("RUL", "RML", "RLL", "lung_right") and f["side"] == "right"
+    assert f["frame"] == "lungs" and f["frame_x"] < 0.5
+    lib.close()
+    ids = _source_identifiers([CHEST_CT], [str(d), str(d.resolve())])
+    blob = b"\n".join(p.read_bytes().lower() for p in root.rglob("*") if p.is_file())
+    found = [i for i in ids if (re.search(rb"(?<![a-z])" + re.escape(i.lower().encode()) + rb"(?![a-z])", blob)
+                                if i.isalpha() else i.lower().encode() in blob)]
+    assert found == []

@@ -68,15 +68,30 @@ def scrub(value: Any, ids: list[str]) -> Any:
         s = value
         for ident in ids:
             if ident.lower() in s.lower():
-                s = re.sub(re.escape(ident), "[removed]", s, flags=re.IGNORECASE)
+                s = _pattern(ident).sub("[removed]", s)
         return _PATH.sub("[path removed]", s)
     return value
 
 
+def _pattern(ident: str) -> re.Pattern[str]:
+    """A part of a name (letters only) as a word: "Lee" is removed, "needle" is kept; anything
+    else (a full name, an ID, a UID, a path) wherever it is."""
+    if ident.isalpha():
+        return re.compile(r"(?<![^\W\d_])" + re.escape(ident) + r"(?![^\W\d_])", re.IGNORECASE)
+    return re.compile(re.escape(ident), re.IGNORECASE)
+
+
 def assert_clean(data: bytes, ids: list[str], what: str) -> None:
-    """Refuse ``data`` if any identifier is in it (any case)."""
+    """Refuse ``data`` (a text) if any identifier is in it (any case)."""
     low = data.lower()
-    if any(i.lower().encode() in low for i in ids):
+    text = None
+    for i in ids:
+        if i.lower().encode() not in low:
+            continue
+        if i.isalpha():  # a part of a name: only as a word
+            text = data.decode("utf-8", "replace") if text is None else text
+            if not _pattern(i).search(text):
+                continue
         raise InputError(f"{what}: an identifier of the source is still in it after de-identification; "
                          "refusing to store it")
 
