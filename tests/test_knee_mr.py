@@ -31,16 +31,28 @@ FLUID_SEEN = [8, 12]
 
 
 @pytest.fixture(scope="module")
-def real_knee():
-    from planner.anatomy.autoseg.knee_mr import segment_mr_scan
+def real_knee(tmp_path_factory):
+    """``planner segment`` on the shared knee MR: the image, the structures it wrote (read back
+    from its NIfTI folder) and its notes."""
+    import contextlib
+    import io
 
-    return segment_mr_scan(KNEE_MR)
+    from planner.anatomy import load_structures
+    from planner.images import load_image
+
+    out = tmp_path_factory.mktemp("knee-mr-seg")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["segment", str(KNEE_MR), "--out", str(out)]) == 0
+    notes = [line[6:] for line in buf.getvalue().splitlines() if line.startswith("note: ")]
+    assert (out / "segmentation.seg.nrrd").is_file() and (out / "femur_right.nii.gz").is_file()
+    image = load_image(KNEE_MR, modality="MR", echo=8)
+    return image, load_structures(out, image), notes
 
 
 @pytest.mark.shared_data
 def test_real_bone_surfaces_within_two_voxels_of_the_landmarks(real_knee):
-    image, seg = real_knee
-    s = seg.structures
+    image, s, _ = real_knee
     px = float(min(image.spacing[:2]))
     for name, points in LANDMARKS.items():
         mask = s.mask(name)
@@ -57,14 +69,15 @@ def test_real_bone_surfaces_within_two_voxels_of_the_landmarks(real_knee):
 
 @pytest.mark.shared_data
 def test_real_fluid_found_on_the_slices_where_it_shows(real_knee):
-    _, seg = real_knee
-    eff = seg.structures.mask("knee_effusion_right")
+    _, s, notes = real_knee
+    eff = s.mask("knee_effusion_right")
     per_slice = eff.sum(axis=(1, 2))
     for k in FLUID_SEEN:
         assert per_slice[k] > 0, k
-    assert seg.echo == 8  # the longest echo shows fluid best on a T2 series
-    assert any("echo 8" in n and "shown and planned on" in n for n in seg.notes)
-    assert any("popliteal neurovascular bundle: placed by position" in n for n in seg.notes)
+    # the longest echo shows fluid best on a T2 series, and the notes say it and how things were found
+    assert any("echo 8 (TE 50.5 ms) is shown and planned on" in n for n in notes)
+    assert any("popliteal neurovascular bundle: placed by position" in n for n in notes)
+    assert "popliteal_neurovascular_bundle_right" in s and s["popliteal_neurovascular_bundle_right"].cls.value == "vessel"
 
 
 def _plan(tmp_path, *args):
@@ -90,6 +103,7 @@ def _check_paths(doc, out):
         assert dist[ijk[:, 2], ijk[:, 1], ijk[:, 0]].min() >= 1.0, t["rank"]
         tendons = {n: c for n, c in t["clearance_mm"].items() if "tendon" in n}
         assert all(c >= 2.0 for c in tendons.values()), tendons
+        assert any(r.startswith("tendons crossed: none") for r in t["risk_factors"]), t["risk_factors"]
     return mr, sset
 
 
