@@ -345,7 +345,7 @@ def test_learner_recovers_the_weights_of_simulated_choices(library, capsys):
     a = np.array([r["weights_after"][k] for k in keys])[live] * s[live]
     b = np.array([TRUE_W[k] for k in keys])[live] * s[live]
     p = np.array([r["weights_before"][k] for k in keys])[live] * s[live]
-    cos = lambda u, v: float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))  # noqa: E731
+    cos = lambda u, v: float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
     report.append(f"cosine(learned, simulated) {cos(a, b):.3f}; cosine(preset, simulated) {cos(p, b):.3f}")
     with capsys.disabled():
         print("\n".join(report))
@@ -535,9 +535,10 @@ def test_bad_library_input_is_one_line(tmp_path, capsys):
     assert main(["library", "add", str(tmp_path / "notplan"), "--library", str(tmp_path / "lib")]) == 2
     assert main(["library", "add", str(tmp_path / "absent"), "--library", str(tmp_path / "lib")]) == 2
     assert main(["library", "search", "--library", str(tmp_path / "lib"), "--db", "nosuchdb://x"]) == 2
+    assert main(["library", "search", "--library", str(tmp_path / "lib"), "--db", "mysql://u@h/db"]) == 2
     assert main(["library", "learn", "no-such-procedure", "--library", str(tmp_path / "lib")]) == 2
     err = capsys.readouterr().err
-    assert err.count("planner: error:") == 4 and "Traceback" not in err
+    assert err.count("planner: error:") == 5 and "Traceback" not in err
 
 
 def test_wilson_interval_and_the_schema_version(library):
@@ -587,7 +588,8 @@ def postgres():
     try:
         yield f"postgresql+psycopg://planner@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True)
+        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], check=False,
+                       capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -619,7 +621,7 @@ def _comparable(lib):
     return out
 
 
-def test_postgresql_gives_the_same_results_as_sqlite(plans, postgres, tmp_path):
+def test_postgresql_gives_the_same_results_as_sqlite(plans, postgres, tmp_path, capsys):
     made = _synthesize(plans["thorax"], tmp_path / "s", 44, seed=5)
     folders = list(plans.values()) + [m["folder"] for m in made]
     a = open_library(tmp_path / "sqlite")
@@ -637,6 +639,15 @@ def test_postgresql_gives_the_same_results_as_sqlite(plans, postgres, tmp_path):
     query = made[7]["folder"]
     assert [(round(d, 9), c.key) for d, c in similar(a, query, k=5)] == \
         [(round(d, 9), c.key) for d, c in similar(b, query, k=5)]
+    # and through the command line (--db URL)
+    outs = []
+    for root, db in ((a.root, []), (b.root, ["--db", postgres])):
+        capsys.readouterr()
+        assert main(["library", "search", "--library", str(root), *db, "--procedure", "lung-biopsy",
+                     "--outcome", "any", "--json"]) == 0
+        outs.append([(r["id"], r["region"], r["size_mm"], r["outcome"]["complications"])
+                     for r in json.loads(capsys.readouterr().out)])
+    assert outs[0] == outs[1] and len(outs[0]) == len(made)
     # the schema came from the same migrations
     from sqlalchemy import text
 

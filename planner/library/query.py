@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import InputError
 from . import facts as F
-from .store import CaseView, Library, chosen_rank_of, read_plan_folder, _read_checks
+from .store import CaseView, Library, _read_checks, chosen_rank_of, read_plan_folder
 
 OUTCOME_WORDS = ("pneumothorax", "haemorrhage", "none", "chest-tube", "diagnostic", "nondiagnostic", "any", "unknown")
 

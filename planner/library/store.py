@@ -15,13 +15,14 @@ import datetime as _dt
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
@@ -126,26 +127,27 @@ class Library:
         except OperationalError as exc:
             raise InputError(f"library database {self._safe_url()}: cannot open it ({str(exc.orig).strip()})") \
                 from None
-        except Exception as exc:
-            if type(exc).__name__ in ("ArgumentError", "NoSuchModuleError"):
-                raise InputError(f"library database {self._safe_url()}: not a usable database URL ({exc})") from None
-            raise
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise InputError(f"library database {self._safe_url()}: not a usable database URL ({exc})") from None
+        except ModuleNotFoundError as exc:  # a dialect whose driver is not installed
+            raise InputError(f"library database {self._safe_url()}: its driver is not installed ({exc}); "
+                             "PostgreSQL is supported out of the box (postgresql+psycopg://...)") from None
 
     def _safe_url(self) -> str:
         from sqlalchemy.engine import make_url
 
         try:
             return make_url(self.url).render_as_string(hide_password=True)
-        except Exception:
+        except ArgumentError:
             return "(unparsable URL)"
 
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> "Library":
+    def __enter__(self) -> Library:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @contextlib.contextmanager
@@ -223,7 +225,7 @@ class Library:
         for p in sorted((d / "images").glob("*.png")) if (d / "images").is_dir() else []:
             try:
                 files[f"images/{p.name}"] = F.clean_png(p.read_bytes())
-            except Exception:
+            except (OSError, ValueError, SyntaxError):  # PIL's errors for a file that is not a PNG
                 continue  # an unreadable image is left out, not a reason to refuse the case
         check_rows = []
         for c in checks:
@@ -233,7 +235,7 @@ class Library:
             for p in sorted((d / "checks" / f"{n:02d}").glob("*.png")):
                 try:
                     files[f"checks/{n:02d}/{p.name}"] = F.clean_png(p.read_bytes())
-                except Exception:
+                except (OSError, ValueError, SyntaxError):
                     continue
             dev = c_clean.get("deviation") or {}
             check_rows.append({"number": n, "trajectory_rank": (c_clean.get("plan") or {}).get("trajectory_rank"),
