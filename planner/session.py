@@ -212,6 +212,11 @@ class PlanningSession:
         session.check_structures()  # the imported ones alone
         if request.structures is not None and request.modality != "MR":
             complement_structures(ct, sset, preset, progress)
+        bundles = preset.raw.get("limb_bundles_by_position")
+        if bundles and request.modality != "MR":
+            from .anatomy.limb import limb_bundles
+
+            sset.notes.extend(limb_bundles(ct, sset, session.body, bundles))
         if request.pet is not None:
             session.attach_pet(request.pet, request.avid, progress, registration=request.pet_registration)
         return session

@@ -61,6 +61,22 @@ def test_the_femur_is_avoided_though_the_contours_hold_only_the_tumour(plan_fold
     sset = load_slicer_seg(plan_folder / "structures.seg.nrrd", ct)
     bone = [s for s in sset if s.cls.value == "bone"]
     assert bone and sum(s.voxel_count for s in bone) * float(np.prod(ct.spacing)) / 1000 > 20  # the femur, ml
+    # no vessel or nerve in the contours: the limb's bundles placed by position, medial and
+    # posterior of the femur (a left thigh: medial is toward -x), said in the notes
+    assert sum("PLACED BY ANATOMICAL POSITION" in n for n in planned["structures_notes"]) == 2
+    from scipy import ndimage
+
+    all_bone = np.zeros(ct.shape, bool)
+    for s in bone:
+        all_bone |= s.full(ct.shape)
+    vessels, nerve = sset.mask("limb_vessels_by_position"), sset.mask("limb_nerve_by_position")
+    placed = [k for k in range(ct.shape[0]) if vessels[k].any() and nerve[k].any()]
+    assert len(placed) > 20  # the thigh's slices, not the pelvis
+    for k in placed:  # per slice, against the femur's cross-section (its largest bone there)
+        lab, n = ndimage.label(all_bone[k])
+        femur = lab == 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(lab), lab, range(1, n + 1))))
+        (fj, fi), (vj, vi), (nj, ni) = (np.argwhere(m).mean(axis=0) for m in (femur, vessels[k], nerve[k]))
+        assert vi < fi - 10 and nj > fj + 10, k  # x grows with the column, y (posterior) with the row
     checker = Checker(ct, sset, load_preset("soft-tissue-biopsy"))
     for t in planned["trajectories"]:
         assert checker.check(t["entry"], t["target"]) == [], t["rank"]
@@ -179,7 +195,7 @@ def test_the_plan_names_the_pet_it_used(planned):
     pet = planned["pet"]
     assert pet["units"] == "SUVbw" and "Units GML" in pet["suv_factors"]
     assert "same frame of reference" in pet["resampling"]
-    assert planned["procedure"] == "soft-tissue-biopsy" and planned["preset"]["version"] == 1
+    assert planned["procedure"] == "soft-tissue-biopsy" and planned["preset"]["version"] == 2
     # the sarcoma rules the planner cannot check reach the plan, for the reviewer
     notes = " ".join(planned["procedure_notes"])
     assert "resected" in notes or "excised" in notes
@@ -281,13 +297,14 @@ def test_biopsy_presets_keep_the_sarcoma_rules_and_name_their_throw():
     # the neurovascular bundle is kept wider from than the 5 mm of a routine biopsy
     assert all(r.margin_mm >= 10 for r in soft.avoid if r.cls is not None and r.cls.value in ("vessel", "nerve"))
     for p in (soft, bone, node):
-        assert p.version == 1 and all(r.why and r.source for r in p.avoid)
+        assert p.version == (1 if p.id == "lymph-node-biopsy" else 2) and all(r.why and r.source for r in p.avoid)
         assert core_length_mm(p)[1] == f"preset {p.id}" and p.raw["biopsy"]["source"]
     assert core_length_mm(soft)[0] == 20.0 and core_length_mm(node)[0] == 10.0
     assert core_length_mm(load_preset("lung-biopsy"))[0] == 20.0  # a preset naming none: the default, said so
     for p in (soft, bone):  # what the rules cannot check is stated
         notes = " ".join(p.raw["notes"])
-        assert "neurovascular bundle" in notes and "not modelled" in notes and "compartment" in notes
+        assert "neurovascular bundles" in notes and "placed by anatomical position" in notes and "compartment" in notes
+        assert "not seen on the scan" in notes and "limb_bundles_by_position" in p.raw
 
 
 def test_a_lesion_partly_outside_the_pet_is_measured_on_its_covered_part():
