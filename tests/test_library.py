@@ -182,6 +182,34 @@ def _synthesize(src: Path, out: Path, n: int, seed: int) -> list[dict]:
     return made
 
 
+KIDNEY_BLEED = 0.15  # the simulated rate of haemorrhage after a kidney biopsy
+
+
+def _synthesize_kidneys(src: Path, out: Path, n: int, seed: int) -> list[dict]:
+    """``n`` variants of the real abdomen's two-kidney plan (both targets' sizes drawn at random),
+    each with a haemorrhage drawn at KIDNEY_BLEED."""
+    rng = np.random.default_rng(seed)
+    doc0 = json.loads((src / "plan.json").read_text())
+    made = []
+    for c in range(n):
+        doc = json.loads(json.dumps(doc0))
+        sizes = [round(float(rng.uniform(20, 120)), 2) for _ in doc["targets"]]
+        for block, size in zip(doc["targets"], sizes):
+            block["target"]["diameter_mm"] = size
+        doc["target"]["diameter_mm"] = sizes[0]  # the top level repeats the first target
+        bleed = bool(rng.random() < KIDNEY_BLEED)
+        d = out / f"kidneys-{c:03d}"
+        d.mkdir(parents=True)
+        (d / "plan.json").write_text(json.dumps(doc))
+        os.symlink(src / "structures.seg.nrrd", d / "structures.seg.nrrd")
+        (d / "outcome.json").write_text(json.dumps({
+            "schema": "planner.outcome/1", "recorded": "2026-01-01T00:00:00+00:00",
+            "complications": ["haemorrhage"] if bleed else ["none"], "chest_tube": False, "diagnostic": True,
+            "note": ""}))
+        made.append({"folder": d, "sizes": sizes, "bleed": bleed})
+    return made
+
+
 @pytest.fixture(scope="module")
 def library(plans, tmp_path_factory):
     base = tmp_path_factory.mktemp("library")
@@ -191,6 +219,10 @@ def library(plans, tmp_path_factory):
         lib.add(p)
     for m in made:
         lib.add(m["folder"])
+    if "kidneys" in plans:  # cases of a real scan with synthetic outcomes too
+        lib.kidneys = _synthesize_kidneys(plans["kidneys"], base / "kidneys", 20, seed=7)
+        for m in lib.kidneys:
+            lib.add(m["folder"])
     yield lib, made
     lib.close()
 
@@ -253,7 +285,8 @@ def test_search_returns_the_expected_cases(library):
     expected = [m for m in made if 10 <= round(m["size"], 2) <= 20 and m["ptx"]]
     assert len([c for c in found if c.facts["chosen_source"] == "recorded"]) == len(expected) > 0
     assert all(c.outcome["complications"] == ["pneumothorax"] for c in found)
-    assert len(search(lib, outcome="unknown")) == lib.count() - len(made)  # the real plans have none yet
+    kidney_cases = 2 * len(getattr(lib, "kidneys", []))
+    assert len(search(lib, outcome="unknown")) == lib.count() - len(made) - kidney_cases  # the real plans: none yet
     large = search(lib, risk="large_needle")
     assert {c.facts["needle_gauge"] for c in large} == {"17G"}  # the synthetic cases' 17G (19G is thinner)
     assert all(c.facts["procedure"] == "lung-biopsy" for c in large)  # pneumothorax factors: lung only
@@ -261,6 +294,25 @@ def test_search_returns_the_expected_cases(library):
     # the command line: JSON out, and a bad range is one line and exit 2
     assert main(["library", "search", "--library", str(lib.root), "--region", "RML", "--size", "20-", "--json"]) == 0
     assert main(["library", "search", "--library", str(lib.root), "--size", "20-10"]) == 2
+
+
+@pytest.mark.shared_data
+def test_cases_of_a_real_scan_are_searched_and_counted_by_target(library):
+    """Twenty variants of the real abdomen's plan of both kidneys: 40 cases, one per kidney, found
+    by region and size; their haemorrhage rate within its Wilson interval."""
+    lib, _ = library
+    kid = lib.kidneys
+    for i, side in enumerate(("right", "left")):
+        found = search(lib, procedure="kidney-biopsy", region=f"kidney_{side}", outcome="any")
+        assert sorted(c.facts["size_mm"] for c in found) == sorted(m["sizes"][i] for m in kid)
+        assert all(c.facts["side"] == side for c in found)
+        big = search(lib, procedure="kidney-biopsy", region=f"kidney_{side}", size="60-", outcome="any")
+        assert len(big) == sum(m["sizes"][i] >= 60 for m in kid) > 0
+    r = local_rates(lib, "kidney-biopsy", min_cases=20)
+    assert r["complication"] == "haemorrhage" and r["cases"] == 2 * len(kid)
+    assert r["events"] == 2 * sum(m["bleed"] for m in kid) and r["factors"] == []
+    lo, hi = r["ci95"]
+    assert lo <= KIDNEY_BLEED <= hi
 
 
 def test_similar_finds_the_case_a_new_plan_resembles(library, tmp_path, capsys):
