@@ -159,3 +159,27 @@ def test_phantom_fibula_dice(phantom_seg):
     ph, seg = phantom_seg
     got = seg.structures.mask("fibula_right") if "fibula_right" in seg.structures else np.zeros(ph.labels["fibula_right"].shape, bool)
     assert _dice(got, ph.labels["fibula_right"]) >= 0.85
+
+
+@pytest.mark.parametrize("contrast,goals", [
+    # T1: marrow and fat bright; fluid cannot be told from fat, so none is sought
+    ("t1", {"femur_right": 0.85, "tibia_right": 0.85, "patella_right": 0.85}),
+    # PD fat-suppressed: marrow darker than muscle, fluid brightest
+    pytest.param("pd_fs", {"femur_right": 0.7, "tibia_right": 0.7, "patella_right": 0.7, "knee_effusion_right": 0.7},
+                 marks=pytest.mark.long),
+])
+def test_phantom_single_image_sequences(contrast, goals):
+    """Other sequences than a multi-echo T2: one image, whose contrast the method works out."""
+    from planner.anatomy.autoseg.knee_mr import segment_knee_mr
+    from planner.testing.phantoms.knee_mr import make_knee_mr
+
+    ph = make_knee_mr(contrast=contrast)
+    seg = segment_knee_mr(ph.echoes[0])
+    s = seg.structures
+    for name, goal in goals.items():
+        assert name in s and _dice(s.mask(name), ph.labels[name]) >= goal, name
+    if contrast == "t1":
+        assert "knee_effusion_right" not in s
+        assert any(n.startswith("effusion: not sought") for n in seg.notes)
+    else:
+        assert any("fat suppressed" in n for n in seg.notes)

@@ -11,6 +11,7 @@ knee MR is acquired. The labels are the CT phantom's, on the MR grid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -30,6 +31,14 @@ TISSUE = {
     "blood": (150.0, 150.0),  # flow void, mostly
     "nerve": (650.0, 60.0),
 }
+#: Signal by material of single-image sequences (relative; ``make_knee_mr(contrast=...)``): a T1
+#: (fat and marrow bright, fluid dark) and a fat-suppressed PD (fluid bright, fat and marrow dark).
+CONTRASTS = {
+    "t1": {"air": 0.0, "fat": 1000.0, "marrow": 950.0, "muscle": 420.0, "skin": 380.0, "fluid": 150.0,
+           "cartilage": 480.0, "dark": 30.0, "blood": 80.0, "nerve": 420.0},
+    "pd_fs": {"air": 0.0, "fat": 90.0, "marrow": 110.0, "muscle": 350.0, "skin": 300.0, "fluid": 1000.0,
+              "cartilage": 520.0, "dark": 30.0, "blood": 100.0, "nerve": 450.0},
+}
 #: The echo times (ms) of the phantom's series (eight echoes, as a T2-mapping sequence).
 ECHO_TIMES_MS = (7.0, 14.0, 21.0, 28.0, 35.0, 42.0, 49.0, 56.0)
 
@@ -43,10 +52,19 @@ class KneeMR:
     labels: dict[str, np.ndarray]
 
 
+@functools.lru_cache(maxsize=1)
+def _knee(seed: int):
+    """The CT phantom the MR is made from (kept: several contrasts of one knee share it; its
+    images are read-only)."""
+    return make_knee(seed)
+
+
 def make_knee_mr(seed: int = 0, step: int = 4, echo_times_ms: tuple[float, ...] = ECHO_TIMES_MS,
-                 noise: float = 0.02, shading: float = 0.3) -> KneeMR:
-    """The multi-echo sagittal MR of the synthetic right knee (see the module's notes)."""
-    ph = make_knee(seed)
+                 noise: float = 0.02, shading: float = 0.3, contrast: str | None = None) -> KneeMR:
+    """The multi-echo sagittal MR of the synthetic right knee (see the module's notes); with
+    ``contrast`` ("t1", "pd_fs": :data:`CONTRASTS`) one image of that sequence instead (its
+    ``echo_times_ms`` empty)."""
+    ph = _knee(seed)
     ct = ph.ct
     hu = ct.voxels.astype(np.float32)
     label = np.zeros(ct.shape, np.int16)
@@ -80,6 +98,8 @@ def make_knee_mr(seed: int = 0, step: int = 4, echo_times_ms: tuple[float, ...] 
     for m, (p, t) in TISSUE.items():
         sel = material == m
         pd[sel], t2[sel] = p, t
+        if contrast is not None:
+            pd[sel], t2[sel] = CONTRASTS[contrast][m], 1e9  # no decay: the sequence's own signal
     del material
     # sagittal: [k, j, i] (z, y, x) -> slices along x, every ``step``-th column
     cols = np.arange(step // 2, ct.shape[2], step)
@@ -97,14 +117,17 @@ def make_knee_mr(seed: int = 0, step: int = 4, echo_times_ms: tuple[float, ...] 
     zz = np.linspace(-1.0, 1.0, pd_s.shape[2])[None, None, :]
     yy = np.linspace(-1.0, 1.0, pd_s.shape[1])[None, :, None]
     coil = 1.0 - shading * (0.6 * zz ** 2 + 0.4 * (yy - 0.3) ** 2)  # brighter near the coil's centre
-    meta = dataclasses.replace(ct.meta, modality="MR", series_description="Knee multi-echo T2 sagittal (synthetic)")
+    what = "multi-echo T2" if contrast is None else {"t1": "T1", "pd_fs": "PD fat-suppressed"}[contrast]
+    meta = dataclasses.replace(ct.meta, modality="MR", series_description=f"Knee {what} sagittal (synthetic)")
+    if contrast is not None:
+        echo_times_ms = (0.0,)
     echoes = []
     for te in echo_times_ms:
         s = pd_s * np.exp(-te / t2_s) * coil
         s = np.abs(s + rng.normal(0.0, noise * 1000.0, s.shape))
         echoes.append(Image(np.rint(s).astype(np.int16), aff, meta))
     labels = {n: sag(by[n]) for n in names}
-    return KneeMR(echoes, tuple(echo_times_ms), labels)
+    return KneeMR(echoes, tuple(echo_times_ms) if contrast is None else (), labels)
 
 
-__all__ = ["ECHO_TIMES_MS", "TISSUE", "KneeMR", "make_knee_mr"]
+__all__ = ["CONTRASTS", "ECHO_TIMES_MS", "TISSUE", "KneeMR", "make_knee_mr"]
