@@ -11,6 +11,7 @@ ratios. Every case enters the library through the same ``add`` as a real one.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import math
@@ -71,18 +72,41 @@ def _plan_quick(out: Path, ct: Path, structures: Path, procedure: str, *labels: 
     return out
 
 
+def _shared(tmp_path_factory) -> Path:
+    """This test run's temporary folder, the same for every pytest-xdist worker."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    import fcntl
+
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory):
-    """Real plan folders: the demo thorax (always) and the shared real scans (when present)."""
-    base = tmp_path_factory.mktemp("plans")
-    out = {"thorax": _plan(base / "thorax", "--ct", str(THORAX / "ct"), "--structures",
-                           str(THORAX / "structures.nii.gz"), "--target-label", "lung_nodule",
-                           "--procedure", "lung-biopsy")}
-    if SHARED_DATA.is_dir():
-        out["sarcoma"] = _plan_quick(base / "sarcoma", SARCOMA / "ct", SARCOMA / "ct-rtstruct" / "RS.dcm",
-                                     "soft-tissue-biopsy", "GTV_Mass_CT")
-        out["kidneys"] = _plan_quick(base / "kidneys", ABDOMEN / "ct.nii.gz", ABDOMEN / "segmentations",
-                                     "kidney-biopsy", "kidney_right", "kidney_left")
+    """Real plan folders: the demo thorax (always) and the shared real scans (when present).
+    Planned once per test run: under pytest-xdist the first worker plans (holding a lock in the
+    run's shared temporary folder) and the others read its folders (the tests only read them)."""
+    shared = _shared(tmp_path_factory)
+    base = shared / "library-plans"
+    with _lock(shared / "library-plans.lock"):
+        out = {"thorax": base / "thorax"}
+        if SHARED_DATA.is_dir():
+            out.update(sarcoma=base / "sarcoma", kidneys=base / "kidneys")
+        if not (base / "done").is_file():
+            _plan(out["thorax"], "--ct", str(THORAX / "ct"), "--structures", str(THORAX / "structures.nii.gz"),
+                  "--target-label", "lung_nodule", "--procedure", "lung-biopsy")
+            if SHARED_DATA.is_dir():
+                _plan_quick(out["sarcoma"], SARCOMA / "ct", SARCOMA / "ct-rtstruct" / "RS.dcm", "soft-tissue-biopsy",
+                            "GTV_Mass_CT")
+                _plan_quick(out["kidneys"], ABDOMEN / "ct.nii.gz", ABDOMEN / "segmentations", "kidney-biopsy",
+                            "kidney_right", "kidney_left")
+            (base / "done").write_text("planned\n")
     return out
 
 
@@ -212,19 +236,41 @@ def _synthesize_kidneys(src: Path, out: Path, n: int, seed: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def library(plans, tmp_path_factory):
-    base = tmp_path_factory.mktemp("library")
-    made = _synthesize(plans["thorax"], base / "synth", N_SYNTH, seed=20)
+    """The library of the real plans and the synthetic cases, built once per test run (the first
+    pytest-xdist worker builds it under a lock, the others open it: one library, several
+    processes, as in a department). ``lib.kidneys``: the kidney variants (with shared data)."""
+    shared = _shared(tmp_path_factory)
+    base = shared / "library"
+    with _lock(shared / "library.lock"):
+        if not (base / "made.json").is_file():
+            made = _synthesize(plans["thorax"], base / "synth", N_SYNTH, seed=20)
+            kidneys = _synthesize_kidneys(plans["kidneys"], base / "kidneys", 20, seed=7) if "kidneys" in plans else []
+            lib = open_library(base / "root")
+            for p in plans.values():
+                lib.add(p)
+            for m in made + kidneys:  # the kidney variants: cases of a real scan with synthetic outcomes
+                lib.add(m["folder"])
+            lib.close()
+            (base / "made.json").write_text(json.dumps({"made": made, "kidneys": kidneys}, default=_plain))
+        saved = json.loads((base / "made.json").read_text())
+    for m in saved["made"] + saved["kidneys"]:
+        m["folder"] = Path(m["folder"])
+    for m in saved["made"]:
+        m["point"] = np.asarray(m["point"])
     lib = open_library(base / "root")
-    for p in plans.values():
-        lib.add(p)
-    for m in made:
-        lib.add(m["folder"])
-    if "kidneys" in plans:  # cases of a real scan with synthetic outcomes too
-        lib.kidneys = _synthesize_kidneys(plans["kidneys"], base / "kidneys", 20, seed=7)
-        for m in lib.kidneys:
-            lib.add(m["folder"])
-    yield lib, made
+    lib.kidneys = saved["kidneys"]
+    yield lib, saved["made"]
     lib.close()
+
+
+def _plain(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value))
 
 
 # ---------------------------------------------------------------------------------------------
