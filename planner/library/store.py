@@ -251,8 +251,8 @@ class Library:
                          next((v for k, v in stored.items() if k.endswith(".png")), ""))
         base = F.sha256(raw)
         out = []
-        for i, block in enumerate(F.target_blocks(doc)):
-            fx = F.derive(doc, block, frames, chosen)
+        for i, block in enumerate(F.target_blocks(clean)):  # facts from the de-identified document only
+            fx = F.derive(clean, block, frames, chosen)
             fx.update(chosen_source=source if chosen else "none", checks=check_rows,
                       plan_sha256=stored["plan.json"], key_image_sha256=key_image)
             out.append(self._upsert(f"{base}#{i}", fx, stored, {n: len(b) for n, b in files.items()}))
