@@ -135,13 +135,16 @@ def lines(r: dict[str, Any]) -> list[str]:
     ci = (lambda t: f"[{100 * t[0]:.1f}-{100 * t[1]:.1f}%]")
     out = [f"{r['procedure']}: {r['complication']} in {r['events']} of {r['cases']} cases with an outcome, "
            f"{pct(r['rate']).strip()} {ci(r['ci95'])} (Wilson 95%)"]
-    out.append(f"{'factor':<52}{'with: n, rate [95% CI]':<30}{'without: n, rate [95% CI]':<30}"
+    if not r["factors"]:
+        out.append(f"no risk factors with published odds ratios for {r['procedure']}: the overall rate only")
+        return out
+    out.append(f"{'factor':<62}{'with: n, rate [95% CI]':<30}{'without: n, rate [95% CI]':<30}"
                f"{'local OR [95% CI]':<22}published OR")
     for f in r["factors"]:
         w, wo = f["with"], f["without"]
         lor = "-" if f["local_or"] is None else f"{f['local_or']:.2f} [{f['local_or_ci95'][0]:.2f}-{f['local_or_ci95'][1]:.2f}]"
         pub = "-" if f["published_or"] is None else f"{f['published_or']:.2f}"
-        out.append(f"{f['title'][:50]:<52}{w['cases']:>4} {pct(w['rate'])} {ci(w['ci95']):<16}   "
+        out.append(f"{f['title'][:60]:<62}{w['cases']:>4} {pct(w['rate'])} {ci(w['ci95']):<16}   "
                    f"{wo['cases']:>4} {pct(wo['rate'])} {ci(wo['ci95']):<16}   {lor:<22}{pub}")
         if f["note"]:
             out.append(f"    {f['note']}")
