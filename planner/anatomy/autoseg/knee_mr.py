@@ -89,6 +89,8 @@ DARK_LINE_TOP = 0.15
 BONE_MIN_DEPTH_MM = 9.0
 #: Tendons: darker than this share of the median soft-tissue signal (first echo).
 TENDON_DARK = 0.35
+#: Rows and columns at the image's edges where the field of view cuts the limb.
+EDGE_PX = 8
 #: Smallest bone piece (ml).
 BONE_MIN_ML = 1.0
 
@@ -147,6 +149,28 @@ def load_echoes(path, series_uid: str | None = None, progress: Progress | None =
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+def _closed_at_the_edges(body: np.ndarray) -> np.ndarray:
+    """The body with the limb closed where the field of view cuts it: in each slice, within EDGE_PX
+    of each image edge (scanners often leave the outermost rows blank), a line from the first to
+    the last body pixel there closes the outline before its holes are filled, so a dark tendon or
+    cortex running out of the image is not left out as background."""
+    out = body.copy()
+    e = EDGE_PX
+    for k, b in enumerate(body):
+        if not b.any():
+            continue
+        closed = b.copy()
+        for t in range(2):  # rows, then columns (transposed)
+            m = closed if t == 0 else closed.T
+            n = m.shape[0]
+            for band, line in ((slice(0, min(e, n)), min(e, n) - 1), (slice(max(n - e, 0), n), max(n - e, 0))):
+                on = np.flatnonzero(m[band].any(axis=0))
+                if len(on):  # a line across the band's deepest row, from its first to its last body pixel
+                    m[line, on[0]:on[-1] + 1] = True
+        out[k] = ndi.binary_fill_holes(closed)
+    return out
+
+
 def _disk(r_mm: float, sp: np.ndarray) -> np.ndarray:
     """A disk of radius ``r_mm`` in the slice plane (pixels ``sp[1]`` x ``sp[2]`` mm)."""
     rj = max(1, int(np.floor(r_mm / sp[1] + 0.5)))
@@ -280,7 +304,7 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
         early = image.voxels.astype(np.float32)
     sp = np.asarray(image.spacing[::-1], float)  # mm along k, j, i
     body_img = Image(early, image.affine, image.meta)
-    body = mr_body_mask(body_img)
+    body = _closed_at_the_edges(mr_body_mask(body_img))
     side = _side_of(image, body, side)
     sset = StructureSet.for_image(image)
     sset.add("body", body, source="automatic (MR)")
@@ -386,9 +410,9 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
 
     step(3, "tendons")
     if bone_all.any():
-        soft = smooth[body & ~bone_all & ~fluid]
+        soft = sig[body & ~bone_all & ~fluid]
         dark_t = TENDON_DARK * float(np.median(soft)) if soft.size else 0.0  # tendons give almost no signal
-        for name, m, note in _tendons(image, smooth, body, bones, dark_t, sp, geo, side):
+        for name, m, note in _tendons(image, sig, body, bones, dark_t, sp, geo, side):
             if m is not None and m.any():
                 sset.add(name, m, source="automatic (MR)")
             notes.append(note)
