@@ -811,7 +811,9 @@ def effusion_target(image: Image, sset: StructureSet, name: str):
     """The target of a knee injection or synovial biopsy in the effusion ``name``: the deepest point
     of its largest pocket in the suprapatellar recess (above the patella's upper pole less 5 mm, in
     front of the middle of the femoral condyles), else in the front of the joint above the tibial
-    plateau (patellofemoral), else anywhere. Fluid between the condyles
+    plateau (patellofemoral), else anywhere; in that pocket, the point farthest from tendon and bone
+    (up to 6 mm, then the deepest in the fluid), so that a thin pocket against the quadriceps
+    tendon (a collapsed recess) still gets a tip that keeps clear of it. Fluid between the condyles
     and the plateau, or behind them, is no target for a needle from the front or the side."""
     from ..target import _structure_target
 
@@ -859,9 +861,29 @@ def effusion_target(image: Image, sset: StructureSet, name: str):
             ok = front
             why = "its largest pocket in the front of the joint (patellofemoral recess)"
     best = int(np.argmax(np.where(ok, sizes, 0)))
+    pocket = lab == best
     part = StructureSet.for_image(image)
-    s = part.add(name, lab == best, cls="fluid", source=sset[name].source)
+    s = part.add(name, pocket, cls="fluid", source=sset[name].source)
     t = _structure_target(image, part, s, "structure")
     import dataclasses
 
+    # a thin pocket against a tendon or a bone (a collapsed recess): its point farthest from them,
+    # the deeper in the fluid the better, so that a needle's tip there keeps clear of both
+    walls = [x for x in sset if x.cls.value in ("tendon", "bone")]
+    if walls:
+        sp = np.asarray(image.spacing[::-1], float)
+        box = ndi.find_objects(pocket.astype(np.uint8))[0]
+        pad = np.ceil(15.0 / sp).astype(int)
+        box = tuple(slice(max(b.start - q, 0), min(b.stop + q, n)) for b, q, n in zip(box, pad, pocket.shape))
+        wall = np.zeros(pocket[box].shape, bool)
+        for x in walls:
+            wall |= sset.mask(x.name, box)
+        d_wall = ndi.distance_transform_edt(~wall, sampling=sp)
+        d_in = ndi.distance_transform_edt(pocket[box], sampling=sp)
+        score = np.where(pocket[box], np.minimum(d_wall, 6.0) + 0.1 * d_in, -np.inf)
+        kji = np.array(np.unravel_index(int(np.argmax(score)), score.shape)) + [b.start for b in box]
+        point = image.ijk_to_lps(kji[::-1][None].astype(float))[0]
+        how = (f"effusion: the point of {why} farthest from tendon and bone "
+               f"({float(d_wall[tuple(kji - [b.start for b in box])]):.1f} mm)")
+        return dataclasses.replace(t, point=tuple(float(v) for v in point), how=how)
     return dataclasses.replace(t, how=f"effusion: the deepest point of {why}")
