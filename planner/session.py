@@ -250,7 +250,10 @@ class PlanningSession:
             if label == "effusion" and label not in self.structures:  # the joint's effusion, whatever its side
                 found = [n for n in self.structures.names() if "effusion" in n]
                 label = found[0] if len(found) == 1 else label
-            if label.startswith("knee_effusion_"):  # a pocket a needle from the front or side can reach
+            knee_mr = (self.structures_source.startswith("automatic segmentation")
+                       and (self.image.meta.modality or "").upper() == "MR")
+            if label.startswith("knee_effusion_") and (knee_mr or spec.value == "effusion"):
+                # the knee MR's fluid is pockets: one a needle from the front or side can reach
                 from .anatomy.autoseg.knee_mr import effusion_target
 
                 return self._avid(effusion_target(self.image, self.structures, label))
