@@ -84,18 +84,7 @@ class StructureSet:
             raise InputError(f"structure {name!r}: mask shape {m.shape} does not match the image grid {self.shape}")
         if name in self._items and not replace:
             raise InputError(f"structure {brief(repr(name), 60)} is given twice")
-        m = m.astype(bool, copy=False)
-        idx = [np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-        if any(len(v) == 0 for v in idx):
-            self.empty.append(name)
-            return None
-        lo = [int(v[0]) for v in idx]
-        hi = [int(v[-1]) + 1 for v in idx]
-        crop = np.ascontiguousarray(m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
-        c = StructureClass.parse(cls) if cls is not None else class_of(name)
-        s = Structure(name, c, colour or colour_of(c), (lo[0], lo[1], lo[2]), crop, source)
-        self._items[name] = s
-        return s
+        return self._put(name, (0, 0, 0), m, cls, colour, source)
 
     def add_cropped(self, name: str, offset: tuple[int, int, int], crop: np.ndarray, *,
                     cls: StructureClass | str | None = None, colour: tuple[int, int, int] | None = None,
@@ -109,6 +98,13 @@ class StructureSet:
                              f"image grid {self.shape}")
         if name in self._items:
             raise InputError(f"structure {brief(repr(name), 60)} is given twice")
+        return self._put(name, tuple(int(x) for x in o), m, cls, colour, source)
+
+    def _put(self, name: str, offset: tuple[int, ...], crop: np.ndarray, cls: StructureClass | str | None,
+             colour: tuple[int, int, int] | None, source: str) -> Structure | None:
+        """Keep ``crop`` (placed at ``offset``) trimmed to its own bounding box; an empty one is
+        listed in ``empty``."""
+        m = np.asarray(crop).astype(bool, copy=False)
         idx = [np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
         if any(len(v) == 0 for v in idx):
             self.empty.append(name)
@@ -117,7 +113,8 @@ class StructureSet:
         hi = [int(v[-1]) + 1 for v in idx]
         tight = np.ascontiguousarray(m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
         c = StructureClass.parse(cls) if cls is not None else class_of(name)
-        s = Structure(name, c, colour or colour_of(c), tuple(int(a + b) for a, b in zip(o, lo)), tight, source)
+        s = Structure(name, c, colour or colour_of(c), (offset[0] + lo[0], offset[1] + lo[1], offset[2] + lo[2]),
+                      tight, source)
         self._items[name] = s
         return s
 

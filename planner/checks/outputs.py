@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from ..atomic import write_bytes_atomic, write_text_atomic
 
 IMAGES = ("needles_plane", "bullseye")
 #: Series numbers of a check's DICOM objects: 10000 + 10 * NN + 1 (page) and + 2 (images).
@@ -138,8 +138,8 @@ def write_check_dicom(pdf_path: Path, images: Mapping[str, Path], ref: Any, out_
     from PIL import Image as PILImage
     from pydicom.uid import generate_uid
 
-    from ..report.anonymize import anonymize_dataset, new_uid_map
-    from ..report.dicom_export import encapsulated_pdf, secondary_capture, validate_iod
+    from ..report.anonymize import new_uid_map
+    from ..report.dicom_export import encapsulated_pdf, save_datasets, secondary_capture
     from .page import CAPTIONS
 
     uid_map = new_uid_map() if anonymize else None
@@ -162,14 +162,4 @@ def write_check_dicom(pdf_path: Path, images: Mapping[str, Path], ref: Any, out_
         sc.SeriesDescription = f"Needle check {label}: images"
         sc.BurnedInAnnotation = "NO"  # drawings of the scans: no name, ID or date on them
         objs.append((f"sc_{name}.dcm", sc))
-    written = []
-    for fname, ds in objs:
-        if uid_map is not None:
-            anonymize_dataset(ds, uid_map)
-        problems = validate_iod(ds)
-        if problems:
-            raise AssertionError(f"{fname}: not a valid DICOM object: {'; '.join(problems)}")
-        with atomic_path(out_dir / fname, ".dcm") as tmp:
-            ds.save_as(str(tmp), enforce_file_format=True)
-        written.append(out_dir / fname)
-    return written
+    return save_datasets(objs, out_dir, uid_map)

@@ -184,6 +184,16 @@ def write_dicom(pdf_path: str | os.PathLike[str], images: Mapping[str, str | os.
         rgb = np.asarray(PILImage.open(p).convert("RGB"))
         objs.append((f"sc_{name}.dcm", secondary_capture(rgb, ref, sc_series, n, image_title(name),
                                                          PATH_ORIENTATION.get(name))))
+    written += save_datasets(objs, out, uid_map)
+    return written
+
+
+def save_datasets(objs: Any, out_dir: str | os.PathLike[str], uid_map: Any = None) -> list[Path]:
+    """Write ``(file name, dataset)`` pairs into ``out_dir``: each de-identified first when
+    ``uid_map`` is given, checked against its IOD (a failing check is a bug: AssertionError),
+    and saved atomically as a DICOM file. Returns the paths written."""
+    out = Path(out_dir)
+    written = []
     for fname, ds in objs:
         if uid_map is not None:
             anonymize_dataset(ds, uid_map)

@@ -154,10 +154,8 @@ def write_plan_objects(out_dir: str | os.PathLike[str], sset: StructureSet | Non
                        uid_map: Any = None) -> tuple[list[Path], list[str]]:
     """``structures.dcm`` (SEG) and ``trajectories.dcm`` (SR) into ``out_dir``; the files written
     and the notes (why an object was left out)."""
-    from ..atomic import atomic_path
     from ..images.dicom import scan_folder, select_series
-    from .anonymize import anonymize_dataset
-    from .dicom_export import validate_iod
+    from .dicom_export import save_datasets
 
     out = Path(out_dir)
     notes: list[str] = []
@@ -173,15 +171,5 @@ def write_plan_objects(out_dir: str | os.PathLike[str], sset: StructureSet | Non
                          "(corrected or multi-frame); structures.seg.nrrd holds them")
         else:
             objs.append(("structures.dcm", structures_seg(sset, ct, slices)))
-    written = []
-    for name, ds in objs:
-        # built by highdicom to the IOD (its own checks); the tests also run dciodvfy on them
-        if uid_map is not None:
-            anonymize_dataset(ds, uid_map)
-        problems = validate_iod(ds)
-        if problems:
-            raise AssertionError(f"{name}: not a valid DICOM object: {'; '.join(problems)}")
-        with atomic_path(out / name, ".dcm") as tmp:
-            ds.save_as(str(tmp), enforce_file_format=True)
-        written.append(out / name)
-    return written, notes
+    # built by highdicom to the IOD (its own checks); the tests also run dciodvfy on them
+    return save_datasets(objs, out, uid_map), notes

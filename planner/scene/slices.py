@@ -23,6 +23,14 @@ def slice_actor(data: "vtk.vtkImageData", matrix: "vtk.vtkMatrix4x4", origin: Se
     plane = vtk.vtkPlane()
     plane.SetOrigin(*[float(x) for x in origin])
     plane.SetNormal(*[float(x) for x in normal])
+    actor = _resliced(data, matrix, plane)
+    set_window(actor, window)
+    actor.GetProperty().SetInterpolationTypeToLinear()
+    return actor
+
+
+def _resliced(data: "vtk.vtkImageData", matrix: "vtk.vtkMatrix4x4", plane: "vtk.vtkPlane") -> "vtk.vtkImageSlice":
+    """``data`` (placed in LPS by ``matrix``) cut by ``plane``, resampled to the screen's pixels."""
     mapper = vtk.vtkImageResliceMapper()
     mapper.SetInputData(data)
     mapper.SetSlicePlane(plane)
@@ -33,8 +41,6 @@ def slice_actor(data: "vtk.vtkImageData", matrix: "vtk.vtkMatrix4x4", origin: Se
     actor = vtk.vtkImageSlice()
     actor.SetMapper(mapper)
     actor.SetUserMatrix(matrix)
-    set_window(actor, window)
-    actor.GetProperty().SetInterpolationTypeToLinear()
     return actor
 
 
@@ -82,16 +88,7 @@ def pet_slice_actor(data: "vtk.vtkImageData", matrix: "vtk.vtkMatrix4x4", plane:
                     opacity: float = PET_OPACITY) -> "vtk.vtkImageSlice":
     """The PET (SUV on the CT's grid) cut by the very ``plane`` of a CT slice (so it follows
     the slice when it moves), in the hot map, at ``opacity``, to be stacked over the CT slice."""
-    mapper = vtk.vtkImageResliceMapper()
-    mapper.SetInputData(data)
-    mapper.SetSlicePlane(plane)
-    mapper.SliceFacesCameraOff()
-    mapper.SliceAtFocalPointOff()
-    mapper.AutoAdjustImageQualityOff()
-    mapper.ResampleToScreenPixelsOn()
-    actor = vtk.vtkImageSlice()
-    actor.SetMapper(mapper)
-    actor.SetUserMatrix(matrix)
+    actor = _resliced(data, matrix, plane)
     prop = actor.GetProperty()
     prop.SetLookupTable(pet_lookup_table(top_suv))
     prop.UseLookupTableScalarRangeOn()
