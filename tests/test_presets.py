@@ -59,3 +59,20 @@ def test_plan_with_a_bad_approach_exits_2(tmp_path, capsys):
                  "--approach", "sideways", "--out", str(tmp_path / "p")])
     assert code == 2
     assert "sideways" in capsys.readouterr().err
+
+
+def test_a_weight_that_names_no_criterion_is_refused_and_the_lung_preset_weighs_vessels():
+    """A misspelt weight would silently weigh nothing (the lung preset's vessel weight once did):
+    the loader refuses it, and every shipped preset's weights name computed criteria."""
+    import json
+
+    from planner.planning.presets import SCORE_TERMS, _parse
+
+    for p in list_presets().values():
+        assert set(p.weights) <= set(SCORE_TERMS), p.id
+    lung = load_preset("lung-biopsy")
+    assert lung.weights.get("vessel_near_mm", 0) > 0
+    data = json.loads((ROOT / "planner" / "data" / "presets" / "lung-biopsy.json").read_text())
+    data["weights"]["vessels_within_5mm"] = 3.0
+    with pytest.raises(InputError, match=r"vessels_within_5mm.*name no criterion"):
+        _parse(data, "presets/lung-biopsy.json")

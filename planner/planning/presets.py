@@ -172,6 +172,9 @@ def _parse(data: dict[str, Any], where: str) -> Preset:
         version = data.get("version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ValueError(f"version {version!r} is not a whole number from 1")
+        unknown = sorted(set(data.get("weights", {})) - set(SCORE_TERMS))
+        if unknown:  # a misspelt weight would weigh nothing, silently
+            raise ValueError(f"weights {unknown} name no criterion the planner computes; known: {', '.join(SCORE_TERMS)}")
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return Preset(
             version=version, sha256=hashlib.sha256(canonical.encode("ascii")).hexdigest(),
@@ -184,6 +187,13 @@ def _parse(data: dict[str, Any], where: str) -> Preset:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{where}: invalid preset ({type(exc).__name__}: {exc})") from None
+
+
+#: The soft criteria a preset may weigh (``weights``): those the planner computes for every
+#: feasible path (planner.planning.engine), and the two derived ones its score knows.
+SCORE_TERMS = ("length_mm", "lung_mm", "pleura_crossings", "pleura_crossings_beyond_first", "fissures",
+               "lung_mm_fissures_unknown", "emphysema_mm", "pleura_angle_deg", "vessel_near_mm",
+               "unidentified_tissue_mm", "min_clearance_excess_mm", "clearance_deficit_mm")
 
 
 @lru_cache(maxsize=None)
