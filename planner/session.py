@@ -362,6 +362,10 @@ class PlanningSession:
 
         save_slicer_seg(self.structures, save_structures)
         plan.structures_sha256 = file_sha256(save_structures)
+        if any(r.trajectories for r in plan.results):  # read back once into the mask cache: the
+            from .anatomy.slicer_seg import load_slicer_seg  # procedure room's checks then start at once
+
+            load_slicer_seg(save_structures, self.image)
         doc = plan.to_json()
         uid_map = new_uid_map() if anonymize else None
         if uid_map is not None:

@@ -95,6 +95,16 @@ def test_a_bad_manifest_is_refused_whole_with_every_bad_line(tmp_path, capsys):
     assert "column(s) procedure missing" in err and "unknown column(s) colour" in err
 
 
+def test_an_mr_row_without_structures_is_accepted(tmp_path):
+    """A knee MR is segmented without imports now: an MR row needs no structures column."""
+    from planner.batch.manifest import read_manifest
+
+    m = _write(tmp_path / "m.csv", [{"case_id": "knee", "ct": str(THORAX / "ct"), "procedure": "knee-injection",
+                                     "target_joint": "knee_recess_right", "modality": "MR"}])
+    rows = read_manifest(m)
+    assert len(rows) == 1
+
+
 # --- a cohort on a local cluster ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -261,3 +261,14 @@ def test_a_scan_that_stops_short_of_the_tip_asks_for_another_scan(planned, tmp_p
     assert float((truth.tip_planning - np.asarray(doc["needle"]["tip_lps"])) @ u_true) > 1.0
     assert doc["deviation"]["angle_deg"] == pytest.approx(deviation(entry, target, truth.tip_planning, u_true,
                                                                     plan.target.diameter_mm).angle_deg, abs=1.5)
+
+
+def test_writing_the_plan_keeps_its_structures_ready_for_the_checks(planned):
+    """The plan's structures are read back once when it is written and kept in the mask cache
+    (same file bytes, same CT), so the first check of the procedure does not wait for them."""
+    from planner.anatomy import mask_cache
+    from planner.planning.output import file_sha256
+
+    out, plan, ct = planned
+    sset = mask_cache.cached_structures(file_sha256(out / "structures.seg.nrrd"), ct, "x")
+    assert sset is not None and sorted(sset.names()) == sorted(plan.session.structures.names())

@@ -152,8 +152,6 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Row]:
             structures = _resolve(structures, base)
             if not Path(structures).exists():
                 bad.append(f"structures {brief(r['structures'], 80)}: no such file or folder")
-        elif modality == "MR":
-            bad.append("an MR row needs structures (the automatic segmentation is for CT)")
         if len(kinds) == 1:
             kind, value = TARGETS[kinds[0][0]], kinds[0][1]
             try:
