@@ -362,10 +362,6 @@ class PlanningSession:
 
         save_slicer_seg(self.structures, save_structures)
         plan.structures_sha256 = file_sha256(save_structures)
-        if any(r.trajectories for r in plan.results):  # read back once into the mask cache: the
-            from .anatomy.slicer_seg import load_slicer_seg  # procedure room's checks then start at once
-
-            load_slicer_seg(save_structures, self.image)
         doc = plan.to_json()
         uid_map = new_uid_map() if anonymize else None
         if uid_map is not None:
@@ -380,6 +376,10 @@ class PlanningSession:
             write_pet_images(self.image, self.pet, plan.extra["pet"], plan.results, staging / "images")
         if not report:
             return None
+        if any(r.trajectories for r in plan.results):  # read back once into the mask cache: the
+            from .anatomy.slicer_seg import load_slicer_seg  # procedure room's checks then start at once
+
+            load_slicer_seg(save_structures, self.image)
         first = plan.resolved[0] if plan.resolved else None
         return write_report_set(staging, self.image, self.structures, doc=doc, dicom_reference=dicom_reference,
                                 uid_map=uid_map, target=first, body=self.body, progress=progress)

@@ -105,8 +105,10 @@ def _cluster(scheduler: str | None, workers: int, memory: str) -> tuple[Any, Any
         except OSError as exc:
             raise InputError(f"--scheduler {scheduler}: cannot reach it ({exc})") from None
         return client, None, f"scheduler {scheduler}"
+    # one thread per worker process, numerical libraries included: n workers on n cores, not 2n threads
+    one = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory,
-                           dashboard_address="127.0.0.1:0", host="127.0.0.1")
+                           dashboard_address="127.0.0.1:0", host="127.0.0.1", env=one)
     return Client(cluster), cluster, f"local cluster of {workers} worker processes, {memory} each"
 
 

@@ -117,6 +117,18 @@ def to_pooled(ijk: np.ndarray, f_ijk: np.ndarray) -> np.ndarray:
     return (np.asarray(ijk, float) - (f - 1.0) / 2.0) / f
 
 
+def compute_threads() -> int:
+    """Threads the planner's own parallel loops use: numba's count (``NUMBA_NUM_THREADS``, all
+    cores by default; a cohort's worker processes set it to their one thread so that two workers
+    on two cores do not run four threads)."""
+    try:
+        import numba
+
+        return int(numba.get_num_threads())
+    except Exception:  # noqa: BLE001 - no numba: all cores
+        return 0
+
+
 def distance_field(mask: np.ndarray, spacing_ijk: np.ndarray) -> np.ndarray:
     """Distance (mm, float32) from every voxel centre to the nearest True voxel centre.
 
@@ -127,7 +139,8 @@ def distance_field(mask: np.ndarray, spacing_ijk: np.ndarray) -> np.ndarray:
     import edt
 
     # edt measures distance to the nearest zero: feed it the complement.
-    d = edt.edt(~mask, anisotropy=tuple(float(s) for s in spacing_ijk[::-1]), black_border=False, parallel=0)
+    d = edt.edt(~mask, anisotropy=tuple(float(s) for s in spacing_ijk[::-1]), black_border=False,
+                parallel=compute_threads())
     return d.astype(np.float32, copy=False)
 
 
