@@ -46,7 +46,7 @@ BASE_LOGIT = math.log(0.06 / 0.94)
 #: the simulated operators' weights (the preset's criteria; the pleura angle matters much more to
 #: them, the length and lung crossed less)
 TRUE_W = {"length_mm": 0.02, "lung_mm": 0.2, "fissures": 6.0, "pleura_crossings_beyond_first": 5.0,
-          "emphysema_mm": 1.0, "unidentified_tissue_mm": 0.0, "pleura_angle_deg": 0.6, "vessels_within_5mm": 0.0,
+          "emphysema_mm": 1.0, "unidentified_tissue_mm": 0.0, "pleura_angle_deg": 0.6, "vessel_near_mm": 0.0,
           "clearance_deficit_mm": 0.5}
 LOBE_VALUES = {"RUL": "lung_upper_lobe_right", "RML": "lung_middle_lobe_right", "RLL": "lung_lower_lobe_right",
                "LUL": "lung_upper_lobe_left", "LLL": "lung_lower_lobe_left"}
