@@ -210,3 +210,13 @@ def _swap_in(staging: Path, d: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(d.parent)
 
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -13,7 +13,6 @@ best-effort (a read-only cache folder only costs the speed). The root is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import file_sha256  # noqa: F401  (the key of an entry; slicer_seg calls it from here)
 from ..images import Image
 from .structures import StructureSet
 
@@ -31,14 +31,6 @@ FORMAT = "planner.maskcache/1"
 def cache_root() -> Path:
     base = os.environ.get("PLANNER_CACHE")
     return (Path(base) if base else Path("~/.cache/planner").expanduser()) / "structures"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _entry(file_sha: str, ct: Image, root: Path | None) -> Path:

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..atomic import write_json_atomic
+from ..atomic import file_sha256, write_json_atomic
 from .config import Node, PacsConfig
 from .dimse import Progress, check_uid, find, list_instances, pull
 
@@ -26,11 +26,7 @@ def cache_root() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _intact(folder: Path) -> bool:

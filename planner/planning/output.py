@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_path, write_json_atomic  # noqa: F401  (write_json_atomic: used by callers)
+from ..atomic import atomic_path, file_sha256, write_json_atomic  # noqa: F401  (file_sha256, write_json_atomic: used by callers)
 from ..errors import InputError, brief
 from ..images import Image
 from .engine import PlanResult
@@ -118,15 +118,6 @@ def plan_extras(ct: Image, preset: Preset, result: PlanResult, structures_source
     }
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file's bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_risk_map(result: PlanResult, path: str | os.PathLike[str]) -> None:
