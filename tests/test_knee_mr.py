@@ -85,6 +85,60 @@ def test_real_fluid_found_on_the_slices_where_it_shows(real_knee):
     assert "popliteal_neurovascular_bundle_right" in s and s["popliteal_neurovascular_bundle_right"].cls.value == "vessel"
 
 
+@pytest.mark.shared_data
+def test_real_knee_as_nifti_segmented_as_mr_when_told(tmp_path):
+    """A NIfTI records no modality: ``planner segment --modality MR`` segments it as a knee MR (one
+    image: the last echo, T2-weighted without fat suppression, written out by ``planner convert``),
+    with the bones on the landmarks."""
+    import contextlib
+    import io
+
+    from planner.anatomy import load_structures
+    from planner.images import load_image
+
+    nii = tmp_path / "knee_echo8.nii.gz"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["convert", str(KNEE_MR), str(nii), "--modality", "MR", "--echo", "8"]) == 0
+    out = tmp_path / "seg"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["segment", str(nii), "--modality", "MR", "--out", str(out)]) == 0
+    text = buf.getvalue()
+    assert "modality=MR" in text and "one image per slice position" in text and "effusion: not sought" in text
+    assert not (out / "lung_left.nii.gz").exists()
+    image = load_image(nii, modality="MR")
+    s = load_structures(out, image)
+    px = float(min(image.spacing[:2]))
+    for name, points in LANDMARKS.items():
+        mask = s.mask(name)
+        for p in points:
+            i, j, k = np.rint(image.lps_to_ijk(np.array([p]))[0]).astype(int)
+            edge = np.argwhere(mask[k] & ~ndi.binary_erosion(mask[k]))
+            assert float(np.min(np.hypot(edge[:, 0] - j, edge[:, 1] - i))) * px <= 2 * px, (name, p)
+
+
+def test_phantom_as_nifti_segmented_as_mr_when_told(tmp_path):
+    """The synthetic knee's T1 written as NIfTI and ``planner segment --modality MR``: the knee bones
+    (read back from the NIfTI files written) on the phantom's truth; without --modality it is a CT."""
+    import contextlib
+    import io
+
+    from planner.anatomy import load_structures
+    from planner.images import save_image
+    from planner.testing.phantoms.knee_mr import make_knee_mr
+
+    ph = make_knee_mr(contrast="t1")
+    nii = tmp_path / "knee_t1.nii.gz"
+    save_image(ph.echoes[0], nii)
+    out = tmp_path / "seg"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["segment", str(nii), "--modality", "MR", "--out", str(out)]) == 0
+    s = load_structures(out, ph.echoes[0])
+    for name in ("femur_right", "tibia_right", "patella_right"):
+        assert _dice(s.mask(name), ph.labels[name]) >= 0.85, name
+    assert "popliteal_neurovascular_bundle_right" in s and "knee_effusion_right" not in s
+
+
 def _plan(tmp_path, *args):
     out = tmp_path / "plan"
     rc = main(["plan", "--ct", str(KNEE_MR), "--modality", "MR", *args, "--out", str(out)])

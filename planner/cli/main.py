@@ -355,7 +355,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     points = read_fissure_points(args.fissure_points) if args.fissure_points else None  # fails before the long work
     progress = _Progress()
     try:
-        ct = load_image(args.path, args.series, None, progress, echo=args.echo, phase=args.phase)
+        # NIfTI and NRRD record no modality: --modality MR says the file is a (knee) MR
+        ct = load_image(args.path, args.series, args.modality, progress, echo=args.echo, phase=args.phase)
         if (ct.meta.modality or "").upper() == "MR":  # a knee MR: its own classical segmentation
             from ..anatomy.autoseg.knee_mr import segment_mr_scan
 
@@ -544,9 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_library(sub)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
-    q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT; or a knee MR series, DICOM)")
+    q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT; or a knee MR)")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
+    q.add_argument("--modality", choices=["CT", "MR"],
+                   help="modality of the scan (default: the DICOM's own; a NIfTI or NRRD is taken as CT unless "
+                        "MR is given); an MR is segmented as a knee")
     q.add_argument("--fissure-points", metavar="MRK_JSON",
                    help="3D Slicer markups (.mrk.json) with points on the fissures (markups or points named "
                         "'oblique' or 'minor'): the lungs they lie in get their lobes through them instead of from "
