@@ -22,12 +22,15 @@ orientation) and links the slices in 3D. What each step finds, and what it misse
   pieces are linked between slices when they overlap well; the two largest are femur (upper)
   and tibia (lower), the patella the largest piece in front of the distal femur whose centre
   lies 8-70 mm above the joint line, the fibula a slim piece (under 40 mm across) lateral and
-  not in front of the upper tibia, below the joint line. Each bone is closed (3 mm), filled,
-  bridged across long-T2 gaps that a 6 mm closing spans (an artefact across the marrow), filled
-  on a slice where both neighbours hold it, and grown by 1.5 mm of cortex. Misses: bone on
+  not in front of the upper tibia, below the joint line; its shaft, whose marrow is thinner than
+  that opening (a shaft 10-15 mm across, mostly cortex), is followed down from the head as dark
+  cortex within 8 mm of a line along the tibia (it may take a dark vessel touching it). Each bone
+  is closed (3 mm), filled, bridged across long-T2 gaps that a 6 mm closing spans (an artefact
+  across the marrow), filled on a slice where both neighbours hold it, and grown by 1.5 mm of
+  cortex. Misses: bone on
   fat-suppressed images where the marrow is as bright as muscle (the notes say no bone was
   found; on the fat-suppressed phantom the bones reach Dice 0.74-0.79 only), thin ends
-  of a bone (the patella's poles, the fibular shaft on thick slices), marrow oedema (may leave
+  of a bone (the patella's poles), marrow oedema (may leave
   holes); joins a fat pad (Hoffa's, prefemoral) whose edge touches the marrow where neither a
   dark line nor the opening parts them.
 * **effusion** (``knee_effusion_<side>``): joint fluid, long T2: with several echoes the voxels
@@ -93,6 +96,9 @@ TENDON_DARK = 0.35
 EDGE_PX = 8
 #: Smallest bone piece (ml).
 BONE_MIN_ML = 1.0
+#: Fibular shaft: followed this far (mm) below the head, in steps, within this radius of its line,
+#: while its cross-section is at least this (mm2; a shaft is 10-15 mm across).
+SHAFT_MAX_MM, SHAFT_STEP_MM, SHAFT_RADIUS_MM, SHAFT_MIN_MM2 = 150.0, 3.0, 8.0, 30.0
 
 
 @dataclass
@@ -363,6 +369,20 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
         if bones2:
             bones, bone_notes, geo, fat_suppressed = bones2, notes2, geo2, True
             cand = dark_cand
+    if bones.get("fibula") is not None and bones.get("tibia") is not None:
+        # the fibular shaft: its marrow is narrower than the opening that found the head, so it is
+        # followed down from the head as its dark cortex along the tibia (the marrow between the
+        # two lines of cortex filled in; fat beside the shaft is as bright as marrow, so not taken)
+        other = np.zeros(image.shape, bool)
+        for n, m in bones.items():
+            if n != "fibula":
+                other |= m
+        soft = sig[body & ~other]
+        dark = (sig < TENDON_DARK * float(np.median(soft))) if soft.size else np.zeros(image.shape, bool)
+        # cortex, or marrow deeper than the fat under the skin
+        shaft_like = dark & body & ~other
+        bones["fibula"], shaft_note = _fibular_shaft(image, bones["fibula"], bones["tibia"], shaft_like, sp)
+        bone_notes.append(shaft_note)
     notes += bone_notes
     for name in ("femur", "tibia", "patella", "fibula"):
         m = bones.get(name)
@@ -581,6 +601,70 @@ def _bones(image: Image, smooth: np.ndarray, body: np.ndarray, t_fat: float, sp:
     notes.append(f"bones ({found}): the fatty marrow ({what}) inside the body, thicker than {2 * CORE_MM:g} mm, "
                  f"in its dark cortex, {CORTEX_MM:g} mm of cortex added; named by position")
     return out, notes, geo
+
+
+def _fibular_shaft(image: Image, fib: np.ndarray, tib: np.ndarray, shaft_like: np.ndarray,
+                  sp: np.ndarray) -> tuple[np.ndarray, str]:
+    """The fibula with its shaft: followed down from the head (the piece found from its thick
+    marrow) in steps of SHAFT_STEP_MM along the tibial shaft's axis, within SHAFT_RADIUS_MM of a
+    line re-centred at each step on what was taken, as the voxels of ``shaft_like`` (its dark
+    cortex) joined to the part above, the marrow between the two lines of cortex closed in each
+    slice; it stops where the cross-section taken falls under SHAFT_MIN_MM2 (the shaft left the
+    field of view, or its cortex is not dark). A dark vessel or tendon touching the shaft within
+    that radius is taken with it."""
+    tp = _lps(image, np.argwhere(tib)[::5])
+    down = np.array([0.0, 0.0, -1.0])
+    top = tp[:, 2].max()
+    shaft = tp[tp[:, 2] < top - 30.0]
+    if len(shaft) > 100 and np.ptp(shaft[:, 2]) > 20.0:
+        ax = np.linalg.svd(shaft - shaft.mean(axis=0), full_matrices=False)[2][0]
+        ax = ax if ax[2] < 0 else -ax
+        if ax[2] < -0.8:  # the tibia's own axis, when it is a shaft along the limb
+            down = ax
+    fp = _lps(image, np.argwhere(fib))
+    t_f = fp @ down
+    centre = fp[t_f >= t_f.max() - 6.0].mean(axis=0)  # the middle of the head's lowest part
+    t0 = float(centre @ down)
+    # work in a box around the head, reaching SHAFT_MAX_MM down
+    reach = SHAFT_MAX_MM + SHAFT_RADIUS_MM
+    corners = np.array([centre + a * SHAFT_RADIUS_MM * e + b * down for a in (-1, 1) for e in np.eye(3)
+                        for b in (-10.0, reach)])
+    ijk = image.lps_to_ijk(corners)[:, ::-1]
+    lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 2, image.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    like = shaft_like[box]
+    shape = like.shape
+    pts = _lps(image, np.argwhere(np.ones(shape, bool)) + lo)  # every voxel of the box, in order
+    t = (pts @ down - t0).reshape(shape)
+    taken = fib[box].copy()
+    conn = ndi.generate_binary_structure(3, 2)
+    depth = -15.0  # from beside the head's lowest part (the neck's edges, off its line, taken with it)
+    while depth < SHAFT_MAX_MM:
+        band = np.abs(t - depth) < SHAFT_STEP_MM
+        q = pts[band.ravel()] - centre
+        tube = np.zeros(shape, bool)
+        tube[band] = np.linalg.norm(q - np.outer(q @ down, down), axis=1) <= SHAFT_RADIUS_MM
+        m = tube & like
+        if not m.any():
+            break
+        lab, _ = ndi.label(m | taken, conn)
+        new = np.isin(lab, np.unique(lab[taken & (lab > 0)])) & m & ~taken
+        area = float(new.sum()) * float(np.prod(sp)) / SHAFT_STEP_MM  # the cross-section added
+        if depth > 0.0 and area < SHAFT_MIN_MM2:
+            break
+        taken |= new
+        centre = pts[(taken & tube).ravel()].mean(axis=0)  # the line re-centred on the bone in this step
+        depth += SHAFT_STEP_MM
+    if depth <= 0.0:
+        return fib, "fibula: its head only (no shaft followed below it)"
+    close = _disk(CORE_MM, sp)  # the marrow between the two lines of cortex, where it was not taken
+    sub = _per_slice(lambda s: ndi.binary_fill_holes(ndi.binary_closing(s, close, border_value=0)), taken)
+    out = fib.copy()
+    out[box] |= sub & ~tib[box]
+    return out, (f"fibula: its shaft followed {max(depth, 0.0):.0f} mm down from the head along the tibia, as its dark "
+                 f"cortex within {SHAFT_RADIUS_MM:g} mm of its line with the marrow between (it stops where the shaft "
+                 "leaves the field of view or its cortex is not dark)")
 
 
 def _attach_pieces(lab2: np.ndarray, lab3: np.ndarray, bones: list[int], rounds: int = 3) -> np.ndarray:
