@@ -179,4 +179,7 @@ def _render_scene_views(plan_dir: Path, ct: Image, structures: StructureSet, doc
     if rm.is_file():
         with np.load(rm) as z:
             risk = {"entries": z["entries_lps"], "score": z["score"], "reason": z["reason"]}
-    render_views(case_from_objects(ct, structures, doc, risk), plan_dir)
+    case = case_from_objects(ct, structures, doc, risk)
+    if (plan_dir / "structures.seg.nrrd").is_file():
+        case.folder = plan_dir  # the surfaces meshed here are kept for the viewer and the web review
+    render_views(case, plan_dir)

@@ -181,6 +181,7 @@ class Case:
     notes: list[str] = field(default_factory=list)
     pet: Image | None = None  # the plan's PET in SUV on the CT's grid (NaN outside it), shown over the slices
     pet_top_suv: float = 1.0  # the top of the PET colour scale (the lesion's SUVmax)
+    folder: Path | None = None  # the plan folder it was read from (its surfaces are cached there)
 
     @property
     def chosen(self) -> NeedlePath | None:
@@ -236,6 +237,7 @@ def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] 
     rm = d / "risk_map.npz"
     risk = RiskMap.load(rm) if rm.is_file() else None
     case = case_from_objects(ct, sset, plan, risk, title=str(plan.get("procedure", "")))
+    case.folder = d if sset is not None else None
     case.checks, case.notes = load_checks(d)
     if plan.get("pet"):
         load_pet_layer(case, plan["pet"])

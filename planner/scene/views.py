@@ -20,6 +20,7 @@ import numpy as np
 from ..anatomy.registry import StructureClass
 from ..errors import InputError
 from . import geometry as G
+from . import mesh_cache
 from .geometry import LETTERS, orientation_letters  # noqa: F401 - their home was here
 from ..images.reslice import mr_window
 from .case import Case, NeedlePath, load_case
@@ -57,14 +58,20 @@ class Scene:
 
     @cached_property
     def meshes(self) -> dict[str, "vtk.vtkPolyData"]:
-        return build_meshes(self.case.structures) if self.case.structures is not None else {}
+        """The structure surfaces; a case reopened from a plan folder keeps them there."""
+        sset = self.case.structures
+        if sset is None:
+            return {}
+        return mesh_cache.cached(self.case.folder, "fine", lambda: build_meshes(sset))
 
     @cached_property
     def coarse_meshes(self) -> dict[str, "vtk.vtkPolyData"]:
         """Low-detail meshes of the same structures, shown while the 3D view moves."""
-        if self.case.structures is None:
+        sset = self.case.structures
+        if sset is None:
             return {}
-        return build_meshes(self.case.structures, names=list(self.meshes), skip_redundant=False, coarse=True)
+        return mesh_cache.cached(self.case.folder, "coarse", lambda: build_meshes(
+            sset, names=list(self.meshes), skip_redundant=False, coarse=True))
 
     def structure_layer(self, hide_classes: Sequence[StructureClass] = (), lod: bool = False) -> StructureLayer:
         """Actors of the structure surfaces; ``lod`` adds the coarse meshes for interaction."""
@@ -554,6 +561,22 @@ def plan_props(case: Case, selected: int = 1, alternatives: bool = True, risk_ma
         base.append(pts)
         over.append(bar)
     return over, base, top
+
+
+def replace_plan_props(view: View, case: Case, selected: int = 1, alternatives: bool = True,
+                       risk_map: bool = True) -> None:
+    """Swap the plan's props of a 3D overview (trajectories, target, check needle, risk map) for
+    those of ``case`` now, keeping the volume and the surfaces: after another trajectory is
+    selected, the target moved, a re-plan or a new check scan."""
+    layers = {"plan_over": view.overlay, "plan_base": view.base, "plan_top": view.top}
+    for key, renderer in layers.items():
+        for prop in view.info[key]:
+            renderer.RemoveViewProp(prop)
+    props = plan_props(case, selected, alternatives, risk_map)
+    for (key, renderer), new in zip(layers.items(), props):
+        for prop in new:
+            renderer.AddViewProp(prop)
+        view.info[key] = new
 
 
 def overview_3d(scene: Scene, size: tuple[int, int] = (800, 600), volume: str | None = "bone",
