@@ -25,11 +25,33 @@ LANDMARKS = {
                     (-107.15, -22.10, -21.71)],
     "tibia_right": [(-68.33, -24.12, -33.11), (-108.06, -21.98, -27.89)],
 }
-#: Fluid seen on the shared knee, which has almost none: two slivers of long T2 on the T2 map
-#: fitted over the echoes (slow decay; on the echo images themselves they are barely brighter
-#: than their surroundings): behind the lateral patellar facet (slice 8) and in the suprapatellar
-#: recess behind the quadriceps tendon, in front of the femoral shaft (slice 12), LPS mm.
-FLUID_SEEN = {8: (-69.98, -58.78, 5.00), 12: (-81.08, -61.04, 39.44)}
+#: Fluid seen on the shared knee, which has little: placed by looking at every slice of the last
+#: echo (TE 50.5 ms) beside the T2 fitted over the eight echoes (fluid has the longest T2; on the
+#: echo images it is barely brighter than fat), each point then centred on the longest T2 within
+#: 2.5 mm; LPS mm by slice index. The recess: a pocket in front of the femur behind the patella's
+#: upper pole (the lower end of the suprapatellar recess) on slices 7-15, and the suprapatellar
+#: recess proper behind the quadriceps tendon, 30 mm higher, on slices 12-13.
+RECESS_SEEN = [(7, (-66.2, -56.2, 3.9)), (8, (-69.2, -59.5, 9.9)), (9, (-73.8, -58.9, 6.8)),
+               (10, (-77.5, -57.2, 9.3)), (11, (-81.5, -56.0, 9.9)), (12, (-85.3, -54.9, 11.7)),
+               (13, (-89.3, -56.2, 11.7)), (14, (-93.1, -57.0, 12.9)), (15, (-97.0, -59.6, 14.0)),
+               (12, (-80.5, -62.4, 43.1)), (13, (-84.9, -61.8, 40.6))]
+#: Slivers of fluid one or two voxels thick between the cartilage of the femur and the tibia (or
+#: a meniscus). Those under 5 mm3 are dropped as specks: the anterior one on slice 7 and the one on
+#: slice 15 are not found.
+JOINT_LINE_SEEN = [(7, (-71.7, -31.2, -29.6)), (7, (-72.3, -9.9, -30.4)), (8, (-75.9, -11.3, -27.3)),
+                   (9, (-79.1, -27.0, -24.6)), (10, (-83.0, -27.8, -23.5)), (11, (-86.7, -26.0, -21.0)),
+                   (14, (-99.1, -19.4, -21.6)), (15, (-103.4, -22.0, -23.5))]
+#: Slices on which no fluid is seen (the medial and lateral ends of the joint and beyond).
+NO_FLUID_SLICES = [*range(0, 7), *range(18, 24)]
+
+
+def _distance_on_slice(image, mask, k, p):
+    """In-plane distance (mm) from the LPS point ``p`` to the nearest voxel of ``mask`` on slice ``k``."""
+    ji = np.argwhere(mask[k])
+    if not len(ji):
+        return np.inf
+    pts = image.ijk_to_lps(np.c_[ji[:, 1], ji[:, 0], np.full(len(ji), k)].astype(float))
+    return float(np.min(np.linalg.norm(pts - np.array(p), axis=1)))
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +95,12 @@ def test_real_bone_surfaces_within_two_voxels_of_the_landmarks(real_knee):
 def test_real_fluid_found_on_the_slices_where_it_shows(real_knee):
     image, s, notes = real_knee
     eff = s.mask("knee_effusion_right")
-    per_slice = eff.sum(axis=(1, 2))
-    for k, p in FLUID_SEEN.items():
-        assert per_slice[k] > 0, k
-        ji = np.argwhere(eff[k])  # (j, i) of the fluid on that slice
-        pts = image.ijk_to_lps(np.c_[ji[:, 1], ji[:, 0], np.full(len(ji), k)].astype(float))
-        assert np.min(np.linalg.norm(pts - np.array(p), axis=1)) <= 3.0, (k, p)  # the sliver seen is found
+    for k, p in RECESS_SEEN:  # the recess: found on every slice where it is seen, at the point seen
+        assert _distance_on_slice(image, eff, k, p) <= 2.0, (k, p)
+    found = [(k, p) for k, p in JOINT_LINE_SEEN if _distance_on_slice(image, eff, k, p) <= 2.0]
+    assert len(found) >= len(JOINT_LINE_SEEN) - 2, found
+    assert eff[NO_FLUID_SLICES].sum() == 0  # none where none is seen
+    assert eff.sum() * s.voxel_volume_ml() < 1.0  # little fluid, as seen (0.5 ml)
     # the longest echo shows fluid best on a T2 series, and the notes say it and how things were found
     assert any("echo 8 (TE 50.5 ms) is shown and planned on" in n for n in notes)
     assert any("popliteal neurovascular bundle: placed by position" in n for n in notes)
