@@ -333,6 +333,8 @@ def build_app(session: ReviewSession, server: Any) -> Any:
 
     with SinglePageLayout(server, theme="dark") as layout:
         layout.title.set_text("")
+        layout.icon.hide()
+        layout.footer.hide()
         with layout.toolbar:
             html.A("\u2190 worklist", href="../../", id="back", style="color:#9fb3c8;margin:0 16px;font-size:20px")
             html.Span("{{ header.procedure }}", classes="text-h5", id="procedure")
@@ -351,6 +353,8 @@ def build_app(session: ReviewSession, server: Any) -> Any:
                                                       EndAnimation=(camera_changed,))
                             ctrl.view_update = view.update
                         html.Div("{{ header.target }}", id="target-text", classes="mt-1")
+                        html.Div("{{ JSON.stringify(camera) }}", id="camera-json", style="display:none")
+                        html.Div("{{ frame }}", id="frame", style="display:none")
                         with html.Div(v_if="allow_replan", classes="mt-2", id="replan-box"):
                             html.Span("Move the target 2 mm: ")
                             for label, d in (("L", (2, 0, 0)), ("R", (-2, 0, 0)), ("P", (0, 2, 0)), ("A", (0, -2, 0)),

@@ -33,7 +33,19 @@ from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
 from ..errors import InputError
 from .worklist import Worklist
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 COOKIE = "planner_token"
 START_TIMEOUT_S = 120.0
 MAX_REVIEWS = 8
@@ -343,7 +355,7 @@ def serve(root: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 808
     """Run the server until interrupted. ``token``: None draws one when ``host`` is not loopback."""
     if not Path(root).is_dir():
         raise InputError(f"{root}: not a folder")
-    if token is None and host not in LOOPBACK:
+    if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(24)
     app = make_app(root, token=token, allow_replan=allow_replan)
 
