@@ -539,10 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch import add_commands as add_batch
     from .library import add_commands as add_library
     from .pacs import add_commands
+    from .web import add_commands as add_web
 
     add_commands(sub)
     add_batch(sub)
     add_library(sub)
+    add_web(sub)
 
     q = sub.add_parser("segment", help="segment the CT automatically: one NIfTI per structure and a .seg.nrrd")
     q.add_argument("path", help="DICOM folder or file, NIfTI or NRRD (a CT; or a knee MR)")
