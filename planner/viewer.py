@@ -317,29 +317,8 @@ class Viewer:
     def replan(self) -> Any:
         """Plan again to the current target through the planning session of the plan's own
         preset, approach, side and structures; everything the re-plan decides replaces the plan's."""
-        from .anatomy.target import target_at_point
-        from .session import PlanningSession
-
         case = self.scene.case
-        if case.plan is None or case.structures is None or self.target is None:
-            raise PlannerError("re-planning needs the plan's procedure, its structures and a target")
-        if self._session is None:
-            binding = case.plan.get("preset") or {}
-            approach = binding.get("approach") if binding else \
-                ((case.plan.get("hard_constraints") or {}).get("approach") or {}).get("id")
-            self._session = PlanningSession(case.ct, case.structures, procedure=str(case.plan["procedure"]),
-                                            approach=approach, side=binding.get("side"),
-                                            structures_source=str(case.plan.get("structures_source", "")))
-        target = target_at_point(case.ct, self.target, label=case.target_label or "target")
-        plan = self._session.plan([target], n_best=max(len(case.paths), 3))
-        result = plan.results[0]
-        case.paths = [NeedlePath.from_dict(t.to_json()) for t in plan.trajectories]
-        rm = result.risk_map
-        case.risk_map = RiskMap(np.asarray(rm["entries"], float), np.asarray(rm["score"], float),
-                                np.asarray(rm["reason"]).astype(str))
-        block = plan.targets[0].to_json()
-        block["target"] = dict(case.plan.get("target", {}), point=[float(x) for x in self.target])
-        case.plan = dict(case.plan, **block, warnings=plan.warnings)
+        result, self._session = replan_case(case, self.target, self._session)
         self.selected = 1
         self.messages.append(f"re-planned at {np.round(self.target, 1).tolist()}: {len(case.paths)} trajectories"
                              + ("" if case.paths else " - NO SAFE TRAJECTORY: " + "; ".join(result.explanation)))
@@ -506,3 +485,35 @@ def open_viewer(plan_dir: str | os.PathLike[str], *, room: bool = False, offscre
         return viewer.screenshot(out)
     viewer.start()
     return None
+
+
+def replan_case(case: Case, target: Any, session: Any = None) -> tuple[Any, Any]:
+    """Plan ``case`` again to ``target`` (LPS mm) with the plan's own preset, approach, side and
+    structures, the same planning session as ``planner plan``; the case's trajectories, risk map
+    and plan are replaced in memory (no file is written). Returns (the target's result, the
+    session: pass it back to re-plan again without rebuilding the distance fields)."""
+    from .anatomy.target import target_at_point
+    from .session import PlanningSession
+
+    if case.plan is None or case.structures is None or target is None:
+        raise PlannerError("re-planning needs the plan's procedure, its structures and a target")
+    target = np.asarray(target, float)
+    if session is None:
+        binding = case.plan.get("preset") or {}
+        approach = binding.get("approach") if binding else \
+            ((case.plan.get("hard_constraints") or {}).get("approach") or {}).get("id")
+        session = PlanningSession(case.ct, case.structures, procedure=str(case.plan["procedure"]),
+                                  approach=approach, side=binding.get("side"),
+                                  structures_source=str(case.plan.get("structures_source", "")))
+    found = target_at_point(case.ct, target, label=case.target_label or "target")
+    plan = session.plan([found], n_best=max(len(case.paths), 3))
+    result = plan.results[0]
+    case.paths = [NeedlePath.from_dict(t.to_json()) for t in plan.trajectories]
+    rm = result.risk_map
+    case.risk_map = RiskMap(np.asarray(rm["entries"], float), np.asarray(rm["score"], float),
+                            np.asarray(rm["reason"]).astype(str))
+    block = plan.targets[0].to_json()
+    block["target"] = dict(case.plan.get("target", {}), point=[float(x) for x in target])
+    case.plan = dict(case.plan, **block, warnings=plan.warnings)
+    case.target = target.copy()
+    return result, session
