@@ -51,10 +51,16 @@ orientation) and links the slices in 3D. What each step finds, and what it misse
   where the tendon is not dark or the slices miss the mid-line; may take the dark skin or
   retinaculum beside it.
 * **popliteal neurovascular bundle** (``popliteal_neurovascular_bundle_<side>``, class vessel):
-  placed by position, not seen: the soft tissue from 10 mm in front of to 30 mm behind the back
-  of the femoral condyles, within a quarter of the condyles' width (plus 6 mm) of their middle,
-  from 40 mm above to 40 mm below the joint line. It stands for the popliteal artery, vein and
-  tibial nerve together; a bundle lying off that box is not covered.
+  PLACED BY ANATOMICAL POSITION, NOT SEEN (without contrast the vessels are not told from the
+  muscle and fat around them), as the CT's limb bundles are (:mod:`planner.anatomy.limb`): a tube
+  along the limb through the popliteal fossa, at the middle of the femoral condyles (the
+  intercondylar notch), 24 mm wide, from 4 mm in front of to 40 mm behind the back of the bone
+  within a quarter of the condyles' width of that middle, at each level (the femur's popliteal
+  surface, the condyles, the back of the tibia: the tube follows that contour, bridged across the
+  joint space), from 50 mm below to 60 mm above the joint line; bone and fluid left out. It stands for the popliteal artery (on
+  the capsule), the vein behind it and the tibial nerve behind both, in the fat of the fossa; a
+  bundle displaced by a mass or a Baker's cyst, or a high division of the artery, is not covered,
+  nor is the common peroneal nerve (lateral, along the biceps tendon).
 """
 
 from __future__ import annotations
@@ -96,6 +102,13 @@ TENDON_DARK = 0.35
 EDGE_PX = 8
 #: Smallest bone piece (ml).
 BONE_MIN_ML = 1.0
+#: Popliteal bundle (by position): a tube with an elliptical cross-section, its centre this far
+#: behind the back of the bones at the middle of the joint, its half-width (x) and half-depth (y),
+#: from this far below to this far above the joint line (mm). The artery lies on the capsule and the
+#: bone's back (on the popliteus below the joint), the vein behind it, the tibial nerve up to 30-35 mm
+#: behind the bone.
+NVB_BEHIND_MM, NVB_RX_MM, NVB_RY_MM = 18.0, 12.0, 22.0
+NVB_BELOW_MM, NVB_ABOVE_MM = 50.0, 60.0
 #: Fibular shaft: followed this far (mm) below the head, in steps, within this radius of its line,
 #: while its cross-section is at least this (mm2; a shaft is 10-15 mm across).
 SHAFT_MAX_MM, SHAFT_STEP_MM, SHAFT_RADIUS_MM, SHAFT_MIN_MM2 = 150.0, 3.0, 8.0, 30.0
@@ -448,9 +461,10 @@ def segment_knee_mr(image: Image, echoes: Echoes | None = None, *, side: str | N
 
     step(4, "popliteal bundle")
     if geo.get("joint") is not None:
-        nvb, note = _popliteal(image, body, bone_all, fluid, sp, geo, side)
+        nvb, note = _popliteal(image, body, bones, bone_all, fluid, geo, side)
         if nvb.any():
-            sset.add(f"popliteal_neurovascular_bundle_{side}", nvb, cls="vessel", source="automatic (MR, by position)")
+            sset.add(f"popliteal_neurovascular_bundle_{side}", nvb, cls="vessel",
+                     source="placed by anatomical position (not seen on the scan)")
         notes.append(note)
     step(5, "done")
     sset.notes.extend(notes)
@@ -844,24 +858,51 @@ def _largest(mask: np.ndarray, sp: np.ndarray) -> np.ndarray:
 
 
 # --- popliteal bundle ------------------------------------------------------------------------------
-def _popliteal(image: Image, body: np.ndarray, bone_all: np.ndarray, fluid: np.ndarray, sp: np.ndarray, geo: dict,
-               side: str) -> tuple[np.ndarray, str]:
-    """Soft tissue behind the condyles and the plateau: where the popliteal artery, vein and tibial
-    nerve run, by position."""
-    idx = np.argwhere(body)
+def _popliteal(image: Image, body: np.ndarray, bones: dict[str, np.ndarray], bone_all: np.ndarray,
+               fluid: np.ndarray, geo: dict, side: str) -> tuple[np.ndarray, str]:
+    """Where the popliteal artery, vein and tibial nerve run, by position: a tube along the limb in
+    the popliteal fossa, behind the middle of the joint (see the module's notes); soft tissue only."""
+    fem = bones.get("femur")
+    near = bone_all if fem is None else fem | bones.get("tibia", np.zeros_like(fem))
+    pts = _lps(image, np.argwhere(near)[::3])
+    fp = _lps(image, np.argwhere(fem)[::3]) if fem is not None else pts
+    jz = float(geo["joint"])
+    cond = fp[fp[:, 2] < fp[:, 2].min() + 25.0]  # the condyles
+    x_lo, x_hi = np.percentile(cond[:, 0], [2.0, 98.0])
+    x_mid = 0.5 * float(x_lo + x_hi)
+    half = max(10.0, 0.25 * float(x_hi - x_lo))  # the inner halves of the condyles, and the notch between
+    band = pts[np.abs(pts[:, 0] - x_mid) <= half]
+    levels = np.arange(jz - NVB_BELOW_MM, jz + NVB_ABOVE_MM + 0.1, 2.0)
+    back = np.full(len(levels), np.nan)
+    for n, z in enumerate(levels):
+        at = band[np.abs(band[:, 2] - z) <= 2.0]
+        if len(at) >= 5:
+            back[n] = float(np.percentile(at[:, 1], 98.0))  # the back of the bone there (y grows posterior)
+    ok = np.isfinite(back)
+    if not ok.any():
+        return np.zeros(image.shape, bool), ("popliteal neurovascular bundle: not placed (no bone behind the middle "
+                                             "of the joint to place it by)")
+    back = np.interp(levels, levels[ok], back[ok])  # across the joint space, and beyond the bones held
+    back = ndi.maximum_filter1d(back, size=5)  # over 10 mm: the tube stays behind a bump of the back
+    centre_y = back + NVB_BEHIND_MM
+    # every voxel of the body in the tube's reach, tested against the tube at its own level
+    cand = body & ~bone_all & ~fluid
+    idx = np.argwhere(cand)
     p = _lps(image, idx)
-    jz = geo["joint"]
-    back = geo["fem_back"]
-    x0 = geo["fem_x"]
-    half = 0.25 * geo["fem_width"] + 6.0
-    sel = (np.abs(p[:, 2] - jz) <= 40.0) & (np.abs(p[:, 0] - x0) <= half) & (p[:, 1] >= back - 10.0) \
-        & (p[:, 1] <= back + 30.0)
+    z_ok = (p[:, 2] >= levels[0]) & (p[:, 2] <= levels[-1]) & (np.abs(p[:, 0] - x_mid) <= NVB_RX_MM)
+    idx, p = idx[z_ok], p[z_ok]
+    cy = np.interp(p[:, 2], levels, centre_y)
+    inside = ((p[:, 0] - x_mid) / NVB_RX_MM) ** 4 + ((p[:, 1] - cy) / NVB_RY_MM) ** 4 <= 1.0  # a rounded box
     m = np.zeros(image.shape, bool)
-    m[tuple(idx[sel].T)] = True
-    m &= ~bone_all & ~fluid
-    note = ("popliteal neurovascular bundle: placed by position, not seen: the soft tissue from 10 mm in front of to "
-            f"30 mm behind the back of the femoral condyles, within {half:.0f} mm of the femur's mid-line, 40 mm above to 40 mm below the "
-            "joint line (artery, vein and tibial nerve together, class vessel)")
+    m[tuple(idx[inside].T)] = True
+    note = (f"popliteal_neurovascular_bundle_{side}: PLACED BY ANATOMICAL POSITION, NOT SEEN: a tube along the limb "
+            f"behind the middle of the joint (x {x_mid:.0f} mm, between the femoral condyles), "
+            f"{2 * NVB_RX_MM:g} mm wide and {2 * NVB_RY_MM:g} mm deep, from {NVB_BEHIND_MM - NVB_RY_MM:g} to "
+            f"{NVB_BEHIND_MM + NVB_RY_MM:g} mm behind the back of the femur and the tibia there (the condyles, the "
+            f"intercondylar notch, the tibial plateau), following it from {NVB_ABOVE_MM:g} mm above to "
+            f"{NVB_BELOW_MM:g} mm below the joint line: the popliteal fossa where the popliteal artery (deepest), vein "
+            "and tibial nerve run; class vessel, avoided like a segmented one; import the real vessels and nerves "
+            "to replace it")
     return m, note
 
 
