@@ -86,34 +86,39 @@ def load_structures(path: str | os.PathLike[str], image: "Image", progress: Any 
 
 def open_session(image: "Image | str | os.PathLike[str]", *, procedure: str,
             structures: "StructureSet | str | os.PathLike[str] | None" = None, approach: str | None = None,
-            side: str | None = None, progress: Any = None) -> "PlanningSession":
+            side: str | None = None, progress: Any = None,
+            preset_file: str | os.PathLike[str] | None = None) -> "PlanningSession":
     """A planning session on ``image`` for ``procedure``: plan as many targets as you like with
-    ``session.plan([...])``; it keeps the prepared distance fields between plans."""
+    ``session.plan([...])``; it keeps the prepared distance fields between plans. ``preset_file``:
+    a department variant of the procedure's preset (``planner library learn``; weights only)."""
     from .anatomy import StructureSet as _Set
     from .session import PlanningSession
 
     ct = image if not isinstance(image, (str, os.PathLike)) else load_image(image, progress=progress)
     if isinstance(structures, _Set):
         return PlanningSession(ct, structures, procedure=procedure, approach=approach, side=side,
-                               structures_source="supplied structures", imported=True)
+                               structures_source="supplied structures", imported=True, preset_file=preset_file)
     if structures is None:
         return PlanningSession(ct, segment(ct, progress=progress), procedure=procedure, approach=approach,
-                               side=side, structures_source="automatic segmentation")
+                               side=side, structures_source="automatic segmentation", preset_file=preset_file)
     return PlanningSession(ct, load_structures(structures, ct, progress), procedure=procedure, approach=approach,
-                           side=side, structures_source=str(structures), imported=True)
+                           side=side, structures_source=str(structures), imported=True, preset_file=preset_file)
 
 
 def plan(image: "Image | str | os.PathLike[str]", *, procedure: str,
          target: Sequence[float] | str | None = None, target_label: str | None = None,
          seed: Sequence[float] | str | None = None, target_joint: str | None = None,
          structures: "StructureSet | str | os.PathLike[str] | None" = None, approach: str | None = None,
-         side: str | None = None, n: int = 5, progress: Any = None) -> "Plan":
+         side: str | None = None, n: int = 5, progress: Any = None,
+         preset_file: str | os.PathLike[str] | None = None) -> "Plan":
     """Plan needle trajectories on ``image`` and return the :class:`~planner.planning.model.Plan`.
 
     Give exactly one target: ``target`` (a point, LPS mm), ``target_label`` (a structure's name),
     ``seed`` (a point inside a lesion to segment) or ``target_joint`` (``hip_right``,
     ``knee_recess_left``, ...). ``structures``: a structure set, a path to import, or None for
-    the automatic segmentation. Write it with ``plan.write(folder)``.
+    the automatic segmentation. ``preset_file``: a department variant of the procedure's preset
+    (written by ``planner library learn``: other weights, the same hard constraints). Write it
+    with ``plan.write(folder)``.
     """
     from .session import TargetSpec
 
@@ -123,7 +128,8 @@ def plan(image: "Image | str | os.PathLike[str]", *, procedure: str,
         raise InputError("give exactly one target: target=, target_label=, seed= or target_joint=")
     if not isinstance(n, int) or n < 1:
         raise InputError(f"n {n!r}: at least one trajectory must be kept")
-    s = open_session(image, procedure=procedure, structures=structures, approach=approach, side=side, progress=progress)
+    s = open_session(image, procedure=procedure, structures=structures, approach=approach, side=side, progress=progress,
+                     preset_file=preset_file)
     return s.plan([TargetSpec(*given[0])], n_best=n)
 
 

@@ -28,6 +28,7 @@ from .atomic import atomic_path, replace_folder, write_json_atomic
 from .errors import InputError
 from .images import Image, load_image
 from .planning import Preset, load_preset
+from .planning.presets import load_preset_file
 from .planning import plan as plan_target
 from .planning import prepare
 from .planning.explain import describe
@@ -86,12 +87,13 @@ class PlanRequest:
     pet: str | os.PathLike[str] | None = None  # a PET series (same frame of reference as the CT), in SUV
     avid: bool = False  # aim at the lesion's most avid part (SUVpeak) instead of its deepest point
     pet_registration: str | os.PathLike[str] | None = None  # a 4x4 PET LPS -> CT LPS (another frame of reference)
+    preset_file: str | os.PathLike[str] | None = None  # a department variant of the preset (weights only)
 
     def check(self) -> tuple[Preset, Any]:
         """The preset, and the fissure points when given; InputError for anything that cannot work."""
         if not self.targets:
             raise InputError("give a target: a point, a structure label, a seed point or a joint")
-        preset = load_preset(self.procedure, self.approach)  # an unknown id or approach fails now
+        preset = self.preset()  # an unknown id or approach, or a variant with other hard constraints, fails now
         if self.modality not in ("CT", "MR"):
             raise InputError(f"modality {self.modality!r}: plans are made on CT or MR")
         if self.side not in (None, "left", "right"):
@@ -125,6 +127,12 @@ class PlanRequest:
             points = read_fissure_points(self.fissure_points)
         return preset, points
 
+    def preset(self) -> Preset:
+        """The shipped preset of the procedure, or the department variant of ``preset_file``."""
+        if self.preset_file is not None:
+            return load_preset_file(self.preset_file, self.approach, procedure=self.procedure)
+        return load_preset(self.procedure, self.approach)
+
 
 class PlanningSession:
     """The scan, its structures and one procedure's rules, planned against as often as asked.
@@ -144,14 +152,18 @@ class PlanningSession:
         The structures were imported: each plan checks they lie in this scan's body.
     body : array, optional
         The body mask the skin comes from, when already known (else computed once when needed).
+    preset_file : path, optional
+        A department variant of the procedure's preset (:func:`planner.planning.presets.load_preset_file`):
+        its weights rank the paths; its hard constraints are the shipped preset's.
     """
 
     def __init__(self, image: Image, structures: StructureSet, *, procedure: str, approach: str | None = None,
                  side: str | None = None, structures_source: str = "supplied structures", imported: bool = False,
-                 body: np.ndarray | None = None):
+                 body: np.ndarray | None = None, preset_file: str | os.PathLike[str] | None = None):
         self.image = image
         self.structures = structures
-        self.preset = load_preset(procedure, approach)
+        self.preset = load_preset_file(preset_file, approach, procedure=procedure) if preset_file is not None \
+            else load_preset(procedure, approach)
         self.side = side
         self.structures_source = structures_source
         self.imported = imported
@@ -207,7 +219,8 @@ class PlanningSession:
             sset.notes.append(f"MR scan: every structure comes from {source}; the automatic segmentation is "
                               "CT-specific and was not used; the skin is found from the MR signal")
         session = cls(ct, sset, procedure=preset.id, approach=request.approach, side=request.side,
-                      structures_source=source, imported=request.structures is not None)
+                      structures_source=source, imported=request.structures is not None,
+                      preset_file=request.preset_file)
         session.echo, session.phase = mr_echo, request.phase
         session.check_structures()  # the imported ones alone
         if request.structures is not None and request.modality != "MR":

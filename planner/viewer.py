@@ -41,8 +41,11 @@ KEYS = {
     "r": "risk map on/off", "v": "volume preset (bone, lung, soft tissue, off)", "w": "slice window preset",
     "o": "PET over the slices: opacity 60, 30, 90 %, off (plans made with a PET)",
     "Left/Right, Up/Down, Prior/Next": "move the target 2 mm (x, y, z)", "Return": "re-plan at the target",
+    "c": "choose the trajectory shown: record it as the one performed (choice.json in the plan folder)",
     "h": "print this help", "q": "quit",
 }
+#: The colour of the line the window shows after a choice is recorded (or refused).
+BANNER_COLOUR = (255, 220, 0)
 STEP_MM = 2.0
 _MOVES = {"Left": (-1, 0, 0), "Right": (1, 0, 0), "Up": (0, -1, 0), "Down": (0, 1, 0),
           "Prior": (0, 0, 1), "Next": (0, 0, -1)}
@@ -72,10 +75,13 @@ class Viewer:
     size : window size in pixels (width, height).
     room : procedure-room mode (chosen plan only, large type, dark background).
     offscreen : build everything without a window (tests, screenshots).
+    plan_dir : the plan folder the case was read from: key ``c`` records the choice there (its
+        ``choice.json``), and a choice recorded there before is the trajectory shown first.
     """
 
     def __init__(self, case: Case | Scene, size: tuple[int, int] = (1500, 900), room: bool = False,
-                 offscreen: bool = True, window: "vtk.vtkRenderWindow | None" = None):
+                 offscreen: bool = True, window: "vtk.vtkRenderWindow | None" = None,
+                 plan_dir: str | os.PathLike[str] | None = None):
         if not offscreen:
             why = display_problem()
             if why:
@@ -89,7 +95,16 @@ class Viewer:
         else:
             self.window = offscreen_window(size) if offscreen else self._onscreen_window(size)
         self.window.SetWindowName("planner view" + (" - procedure room" if room else ""))
+        self.plan_dir = Path(plan_dir) if plan_dir is not None else None
         self.selected = 1
+        self.banner = ""  # the last choice recorded (or refused), shown in the window
+        if self.plan_dir is not None:
+            from .library.choice import read_choice
+
+            recorded = read_choice(self.plan_dir)
+            if recorded is not None and recorded["rank"] in [p.rank for p in case.paths]:
+                self.selected = int(recorded["rank"])
+                self.banner = f"trajectory #{self.selected} was chosen ({recorded['by']}, {recorded['time']})"
         self.volume_preset: str | None = "bone"
         self.slice_window = self.scene.default_window()
         self.structures_visible = True
@@ -139,6 +154,7 @@ class Viewer:
                                       host=(self.window, vp), font_scale=1.15 if name == "planning" else 1.3)
                 view.base.SetBackground(0.0, 0.0, 0.0)
                 self.views[name] = view
+            self._show_banner()
             return
         self.views["3d"] = V.overview_3d(self.scene, volume=self.volume_preset, host=(self.window, LAYOUT["3d"]),
                                          selected=self.selected, font_scale=1.0, lod=True)
@@ -160,6 +176,21 @@ class Viewer:
             win, base, over = V.layered_window((1, 1), window=self.window, viewport=vp)
             over.AddViewProp(V.text_actor("no trajectory", 0.5, 0.5, 18, align="center", valign="center"))
             self.views["planning"] = V.View("planning", win, base, over)
+        self._show_banner()
+
+    def _show_banner(self) -> None:
+        """The line about the choice (recorded, or why not) at the foot of the planning slice."""
+        view = self.views.get("planning")
+        if view is None:
+            return
+        old = view.info.pop("banner", None)
+        if old is not None:
+            view.overlay.RemoveViewProp(old)
+        if self.banner:
+            actor = V.text_actor(self.banner, 0.5, 0.02, 22 if self.room else 14, BANNER_COLOUR, align="center",
+                                 valign="bottom", bold=True)
+            view.overlay.AddViewProp(actor)
+            view.info["banner"] = actor
 
     def _refresh_plan(self) -> None:
         """Redraw what depends on the trajectories and the target, keeping volume and surfaces."""
@@ -197,6 +228,51 @@ class Viewer:
         self.selected = self.ranks[(i + step) % len(self.ranks)]
         self._refresh_plan()
         return self.selected
+
+    def choose(self) -> Path:
+        """Record the trajectory shown as the one the operator chose (``choice.json`` in the plan
+        folder, through :func:`planner.library.choice.record_choice`); the window says so. Refused
+        (PlannerError, said in the window too) without a plan folder, or when the trajectory shown
+        is not the plan's own (a re-plan in the viewer is not saved to ``plan.json``)."""
+        from .library.choice import record_choice
+
+        try:
+            if self.plan_dir is None:
+                raise PlannerError("no plan folder to record the choice in (a plan held in memory)")
+            shown = next((p for p in self.scene.case.paths if p.rank == self.selected), None)
+            if shown is None:
+                raise PlannerError("no trajectory is shown: nothing to choose")
+            if not self._in_plan_file(shown):
+                raise PlannerError(f"trajectory #{shown.rank} shown comes from a re-plan in the viewer, not from "
+                                   "plan.json: plan it with planner plan to record a choice")
+            path = record_choice(self.plan_dir, shown.rank, "viewer")
+        except PlannerError as exc:
+            self.banner = f"choice NOT recorded: {exc}"
+            self._show_banner()
+            raise
+        self.banner = f"trajectory #{shown.rank} recorded as the one chosen ({path.name})"
+        self.messages.append(self.banner)
+        self._show_banner()
+        return path
+
+    def _in_plan_file(self, path: NeedlePath) -> bool:
+        """Whether ``path`` is the trajectory of its rank in the plan folder's ``plan.json``."""
+        import json
+
+        try:
+            doc = json.loads((self.plan_dir / "plan.json").read_text(encoding="utf-8"))  # type: ignore[operator]
+        except (OSError, ValueError):
+            return False
+        blocks = doc.get("targets") or [doc]
+        for block in blocks if isinstance(blocks, list) else []:
+            for t in block.get("trajectories") or []:
+                try:
+                    if t.get("rank") == path.rank and np.allclose(t["entry"], path.entry, atol=0.01) \
+                            and np.allclose(t["target"], path.target, atol=0.01):
+                        return True
+                except (KeyError, TypeError, ValueError):
+                    continue
+        return False
 
     def toggle_structures(self) -> bool:
         self.structures_visible = not self.structures_visible
@@ -351,7 +427,7 @@ class Viewer:
         actions: dict[str, Callable[[], Any]] = {
             "n": lambda: self.cycle(1), "p": lambda: self.cycle(-1), "s": self.toggle_structures,
             "b": self.toggle_bones, "r": self.toggle_risk_map, "v": self.cycle_volume, "w": self.cycle_window,
-            "o": self.cycle_pet_opacity,
+            "o": self.cycle_pet_opacity, "c": self.choose,
             "Return": self.replan, "KP_Enter": self.replan, "h": self._help,
         }
         if key in _MOVES and self.target is not None:
@@ -478,7 +554,7 @@ def open_viewer(plan_dir: str | os.PathLike[str], *, room: bool = False, offscre
             raise DisplayUnavailableError(_no_display_message(why))
         window = Viewer._onscreen_window(size)
     case = load_case(plan_dir, ct_path, check=check)
-    viewer = Viewer(case, size=size, room=room, offscreen=offscreen, window=window)
+    viewer = Viewer(case, size=size, room=room, offscreen=offscreen, window=window, plan_dir=plan_dir)
     if offscreen:
         viewer.attach_interactor()
         out = Path(screenshot) if screenshot else Path(plan_dir) / "images" / ("viewer_room.png" if room else "viewer.png")
@@ -502,9 +578,15 @@ def replan_case(case: Case, target: Any, session: Any = None) -> tuple[Any, Any]
         binding = case.plan.get("preset") or {}
         approach = binding.get("approach") if binding else \
             ((case.plan.get("hard_constraints") or {}).get("approach") or {}).get("id")
+        variant = binding.get("variant") if isinstance(binding.get("variant"), dict) else None
+        preset_file = str(variant["file"]) if variant and Path(str(variant.get("file"))).is_file() else None
+        if variant and preset_file is None:
+            case.notes.append(f"the department variant {variant.get('file')} is gone: re-planned with the shipped "
+                              "preset's weights (the same hard constraints)")
         session = PlanningSession(case.ct, case.structures, procedure=str(case.plan["procedure"]),
                                   approach=approach, side=binding.get("side"),
-                                  structures_source=str(case.plan.get("structures_source", "")))
+                                  structures_source=str(case.plan.get("structures_source", "")),
+                                  preset_file=preset_file)
     found = target_at_point(case.ct, target, label=case.target_label or "target")
     plan = session.plan([found], n_best=max(len(case.paths), 3))
     result = plan.results[0]

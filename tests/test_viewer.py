@@ -228,3 +228,38 @@ def test_replan_keeps_the_side_given_and_says_what_it_decided(tmp_path):
     assert case.plan["explanation"] == list(result.explanation)
     assert case.plan["rejected"] == dict(result.rejected)
     assert case.plan["n_candidates"] == result.n_candidates != plan.targets[0].n_candidates
+
+
+def test_key_c_records_the_trajectory_shown_as_chosen(plan_dir, tmp_path):
+    """Key c records the trajectory on screen in the plan folder's choice.json (the way every
+    choice is recorded) and says so in the window; a trajectory from a re-plan in the viewer (not
+    in plan.json) is refused, said in the window too; the viewer reopens on the choice."""
+    import json
+    import shutil
+
+    from planner.viewer import KEYS
+
+    d = tmp_path / "plan"
+    shutil.copytree(plan_dir, d)
+    v = Viewer(load_case(d), size=(600, 400), plan_dir=d)
+    v.attach_interactor()
+    assert "c" in KEYS
+    _press(v, "n")
+    _press(v, "c")
+    choice = json.loads((d / "choice.json").read_text())
+    assert (choice["rank"], choice["by"]) == (2, "viewer")
+    banner = v.views["planning"].info["banner"]
+    assert "#2 recorded as the one chosen" in banner.GetInput() and v.views["planning"].overlay.HasViewProp(banner)
+    _press(v, "Prior")  # the target 2 mm up, re-planned: its #1 is not plan.json's #1
+    _press(v, "Return")
+    assert "re-planned" in v.messages[-1]
+    _press(v, "c")
+    assert json.loads((d / "choice.json").read_text())["rank"] == 2
+    assert "NOT recorded" in v.views["planning"].info["banner"].GetInput() and "re-plan" in v.messages[-1]
+    rgb = v.render()  # the line is drawn: its yellow shows at the foot of the planning slice
+    x0, y0, x1, y1 = LAYOUT["planning"]
+    foot = rgb[int((1 - y0) * 400) - 30:int((1 - y0) * 400), int(x0 * 600):int(x1 * 600)].astype(int)
+    assert np.all(np.abs(foot - [255, 220, 0]) < 60, axis=2).sum() > 20
+    again = Viewer(load_case(d), size=(600, 400), plan_dir=d, room=True)  # reopened: the chosen one first
+    assert again.selected == 2 and again.views["planning"].info["path"].rank == 2
+    assert "was chosen (viewer" in again.views["planning"].info["banner"].GetInput()

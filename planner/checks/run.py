@@ -184,7 +184,8 @@ def run_check(plan_dir: str | os.PathLike[str], check_path: str | os.PathLike[st
 
     def replan(point: np.ndarray, radius: float):
         session = PlanningSession(planning, structures, procedure=plan.procedure, approach=plan.preset.approach,
-                                  side=plan.preset.side, structures_source="the plan's structures", body=body)
+                                  side=plan.preset.side, structures_source="the plan's structures", body=body,
+                                  preset_file=preset.variant["file"] if preset.variant else None)
         r = plan.target
         tgt = Target(tuple(float(x) for x in r.point), r.label, r.how, None, r.volume_ml, r.diameter_mm,
                      r.max_diameter_mm)

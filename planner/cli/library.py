@@ -68,29 +68,67 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_outcome(args: argparse.Namespace) -> int:
     from ..atomic import write_json_atomic
-    from ..library import facts as F
+    from ..library.choice import check_rank, plan_ranks, record_choice
     from ..library.query import case_line
-    from ..library.store import OUTCOME_FILE, _now, read_plan_folder
+    from ..library.store import OUTCOME_FILE, _now
 
     d = Path(args.dir)
-    doc, _ = read_plan_folder(d)
+    _, _, ranks = plan_ranks(d)
     comps = _complications(args.complication)
-    if args.chosen is not None:
-        ranks = {t.get("rank") for b in F.target_blocks(doc) for t in b.get("trajectories") or []}
-        if args.chosen not in ranks:
-            raise InputError(f"--chosen {args.chosen}: the plan has no trajectory #{args.chosen} "
-                             f"(it has {', '.join(f'#{r}' for r in sorted(ranks)) or 'none'})")
+    if args.chosen is not None:  # checked before anything is written
+        check_rank(args.chosen, ranks, "the plan", "--chosen")
     record = {"schema": "planner.outcome/1", "recorded": _now(), "complications": comps,
               "chest_tube": args.chest_tube, "diagnostic": args.diagnostic, "note": args.note or ""}
-    if args.chosen is not None:
-        record["chosen_rank"] = args.chosen
     write_json_atomic(record, d / OUTCOME_FILE)
     print(f"wrote {d / OUTCOME_FILE}")
+    if args.chosen is not None:
+        print(f"wrote {record_choice(d, args.chosen, 'outcome')}: trajectory #{args.chosen} chosen")
     with _lib(args) as lib:
         cases = lib.add(d)  # added (de-identified) if new, with the outcome and choice just written
         for c in cases:
             print(f"library {lib.root}: {case_line(c)}")
     return EXIT_OK
+
+
+def check_review_choice(plan_dir: str, rank: int | None) -> None:
+    """``planner review --chosen N``: the rank must be one of the plan's (said before the long work)."""
+    if rank is None:
+        return
+    from ..library.choice import check_rank, plan_ranks
+
+    _, _, ranks = plan_ranks(Path(plan_dir))
+    check_rank(rank, ranks, str(Path(plan_dir) / "plan.json"), "--chosen")
+
+
+def record_review_choice(plan_dir: str, rank: int | None, result: Any) -> list[str]:
+    """After ``planner review``: record trajectory ``rank`` as the one chosen, only when every
+    check of it (each target's #rank) passed on the scan; the lines to print."""
+    if rank is None:
+        return []
+    from ..library.choice import record_choice
+
+    mine = [c for c in result.checks if c.rank == rank]
+    if not mine or not all(c.ok for c in mine):
+        return [f"choice NOT recorded: trajectory #{rank} did not pass its checks on this scan"]
+    path = record_choice(plan_dir, rank, "review")
+    return [f"choice recorded: trajectory #{rank} ({path}); planner library add keeps it"]
+
+
+def department_preset(preset_file: str | None, library: str | None, procedure: str) -> str | None:
+    """``planner plan --preset-file PATH`` or ``--library ROOT``: the preset file to plan with
+    (ROOT's department variant of the procedure, ``ROOT/presets/PROCEDURE.json``), or None for
+    the shipped preset."""
+    if preset_file and library:
+        raise InputError("--preset-file and --library both name a preset: give one")
+    if library is None:
+        return preset_file
+    from ..library.learn import variant_path
+
+    p = variant_path(Path(library), procedure)
+    if not p.is_file():
+        raise InputError(f"--library {library}: no department variant of {procedure!r} in it ({p} is missing; "
+                         f"planner library learn {procedure} writes one when it agrees better with the choices)")
+    return str(p)
 
 
 def _print_cases(lib: Any, cases: list[Any], as_json: bool, dist: list[float] | None = None) -> None:

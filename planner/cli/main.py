@@ -227,6 +227,7 @@ class _TargetAction(argparse.Action):
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from ..session import PlanRequest, TargetSpec, plan_and_write
+    from .library import department_preset
 
     if not args.targets:
         print("planner plan: give a target: --target X,Y,Z, --target-label NAME, --seed X,Y,Z or --target-joint NAME",
@@ -246,13 +247,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
                           echo=args.echo, phase=args.phase, approach=args.approach, side=args.side, n_best=args.n,
                           fissure_points=args.fissure_points, pet=getattr(args, "pet", None),
                           avid=getattr(args, "avid", False),
-                          pet_registration=getattr(args, "pet_registration", None))
+                          pet_registration=getattr(args, "pet_registration", None),
+                          preset_file=department_preset(args.preset_file, args.library, args.procedure))
     progress = _Progress()
     try:
         session, plan, rs = plan_and_write(request, args.out, dicom=args.dicom, anonymize=args.anonymize,
                                            progress=progress)
     finally:
         progress.close()
+    if session.preset.variant is not None:
+        from ..planning.presets import describe_preset
+
+        print(f"preset: {describe_preset(session.preset.binding())}")
     for block, result in zip(plan.targets, plan.results):
         print(_format_plan(result, block.target, session.preset))
     if "pet" in plan.extra:
@@ -279,8 +285,10 @@ def cmd_review(args: argparse.Namespace) -> int:
     from ..report.review import review_plan
 
     from ..planning.output import read_plan
+    from .library import check_review_choice, record_review_choice
 
     image = read_plan(args.dir).get("image", {})
+    check_review_choice(args.dir, args.chosen)
     modality = image.get("modality") or "CT"
     echo = args.echo if args.echo is not None else image.get("echo")  # the plan's own, unless told
     phase = args.phase if args.phase is not None else image.get("phase")
@@ -290,7 +298,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     result = review_plan(args.dir, ct)
-    for line in result.lines():
+    for line in result.lines() + record_review_choice(args.dir, args.chosen, result):
         print(line)
     code = EXIT_OK if result.ok else EXIT_NO_SAFE_PATH
     if args.no_window:
@@ -514,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the CT's study, into OUT/dicom")
     q.add_argument("--anonymize", action="store_true",
                    help="leave no patient identifier in any output (DICOM PS3.15 basic profile for DICOM objects)")
+    q.add_argument("--preset-file", metavar="PATH",
+                   help="plan with this variant of the procedure's preset (a department variant written by planner "
+                        "library learn): its soft-criterion weights; refused unless every hard constraint is the "
+                        "shipped preset's")
+    q.add_argument("--library", metavar="ROOT",
+                   help="plan with the department variant of the case library ROOT (ROOT/presets/PROCEDURE.json)")
     q.set_defaults(func=cmd_plan)
 
     q = sub.add_parser("review", help="check a plan against its scan (series UID, voxel hash) and re-verify it")
@@ -522,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--series", help="SeriesInstanceUID to load when there are several")
     _add_sub_volume_options(q)
     q.add_argument("--no-window", action="store_true", help="only check; do not open the viewer")
+    q.add_argument("--chosen", type=_positive_int, metavar="RANK",
+                   help="record trajectory RANK as the one chosen (DIR/choice.json, kept by planner library add), "
+                        "when it passes its checks")
     q.set_defaults(func=cmd_review)
 
     q = sub.add_parser("check", help="a check scan with the needle in: registration, needle, deviation from the "

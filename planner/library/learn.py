@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,12 @@ def preset_document(procedure: str) -> dict[str, Any]:
         return json.loads(resources.files("planner").joinpath("data", "presets", f"{procedure}.json").read_text())
     except (FileNotFoundError, OSError):
         raise InputError(f"{procedure!r}: no such procedure preset (planner procedures lists them)") from None
+
+
+def variant_path(root: Path, procedure: str) -> Path:
+    """Where a library keeps its department variant of a preset (``planner plan --library ROOT``
+    plans with it)."""
+    return Path(root) / "presets" / f"{procedure}.json"
 
 
 def term(metrics: dict[str, float], key: str) -> float:
@@ -131,7 +138,7 @@ def learn(lib: Library, procedure: str, folds: int = 5, min_choices: int = MIN_C
             "method": "pairwise learning to rank (scikit-learn LogisticRegression on criterion differences), "
                       f"{k}-fold cross-validated; only the soft-criterion weights are learned, every hard "
                       "constraint is the preset's own"}
-        path = lib.root / "presets" / f"{procedure}.json"
+        path = variant_path(lib.root, procedure)
         from ..atomic import write_json_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -244,7 +244,7 @@ class Library:
         for name, data in files.items():  # the texts; images are re-encoded from their pixels alone
             if name.endswith(".json"):
                 F.assert_clean(data, ids, f"{d / name}")
-        chosen, source = chosen_rank_of(d, doc, check_rows)
+        chosen, source = chosen_rank_of(d, doc, check_rows, raw)
         frames = self._frames(d, doc)
         stored = {name: self.put(data) for name, data in files.items()}
         key_image = next((stored[k] for k in F.KEY_IMAGES if k in stored),
@@ -431,10 +431,18 @@ def read_outcome(d: Path) -> dict[str, Any] | None:
     return o
 
 
-def chosen_rank_of(d: Path, doc: dict[str, Any], checks: list[dict[str, Any]]) -> tuple[int | None, str]:
-    """The trajectory the operator chose: recorded with the outcome (``outcome.json``'s
-    ``chosen_rank``) or in ``plan.json`` (``chosen_rank``), else the one the latest check scan
+def chosen_rank_of(d: Path, doc: dict[str, Any], checks: list[dict[str, Any]],
+                   plan_bytes: bytes | None = None) -> tuple[int | None, str]:
+    """The trajectory the operator chose: recorded in ``choice.json`` (by ``planner review
+    --chosen``, the viewer, the web review or ``planner outcome --chosen``; see
+    :func:`planner.library.choice.record_choice`), else, in folders written before it existed,
+    ``outcome.json``'s or ``plan.json``'s ``chosen_rank``, else the one the latest check scan
     was compared with; None when nothing says."""
+    from .choice import read_choice
+
+    c = read_choice(d, plan_bytes)
+    if c is not None:
+        return int(c["rank"]), "recorded"
     o = d / OUTCOME_FILE
     if o.is_file():
         try:

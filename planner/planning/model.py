@@ -68,14 +68,20 @@ class PresetRef:
     sha256: str
     approach: str | None = None
     side: str | None = None
+    variant: dict[str, Any] | None = None  # a department variant: file, sha256, of_version, of_sha256, cases
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "sha256": self.sha256, "approach": self.approach,
-                "side": self.side}
+        out = {"id": self.id, "version": self.version, "sha256": self.sha256, "approach": self.approach,
+               "side": self.side}
+        if self.variant is not None:
+            out["variant"] = dict(self.variant)
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "PresetRef":
-        return cls(str(d["id"]), int(d["version"]), str(d["sha256"]), d.get("approach"), d.get("side"))
+        v = d.get("variant")
+        return cls(str(d["id"]), int(d["version"]), str(d["sha256"]), d.get("approach"), d.get("side"),
+                   dict(v) if isinstance(v, dict) else None)
 
 
 @dataclass

@@ -102,11 +102,19 @@ class Preset:
     fixed_position: str | None = None  # a limb is reached from any side with the patient in this position
     version: int = 1  # the preset file's "version": raised whenever its rules change
     sha256: str = ""  # of the preset file's content (canonical JSON): a plan records it, review requires it
+    #: for a department variant (:func:`load_preset_file`): its file, hash, the shipped preset it
+    #: varies (version, hash) and what it was learned from; None for the shipped preset
+    variant: dict[str, Any] | None = field(default=None, compare=False)
 
     def binding(self, side: str | None = None) -> dict[str, Any]:
-        """What ``plan.json`` records of the rules it was planned under (``preset``)."""
-        return {"id": self.id, "version": self.version, "sha256": self.sha256,
-                "approach": self.approach.id if self.approach else None, "side": side}
+        """What ``plan.json`` records of the rules it was planned under (``preset``); a department
+        variant adds ``variant`` (its ``sha256`` is then the variant file's, ``variant.of_sha256``
+        the shipped preset's)."""
+        out = {"id": self.id, "version": self.version, "sha256": self.sha256,
+               "approach": self.approach.id if self.approach else None, "side": side}
+        if self.variant is not None:
+            out["variant"] = dict(self.variant)
+        return out
 
     def with_approach(self, approach_id: str | None) -> "Preset":
         """This preset with the approach ``approach_id`` chosen (None: the default, the first)."""
@@ -216,3 +224,67 @@ def load_preset(preset_id: str, approach: str | None = None) -> Preset:
     if preset_id not in presets:
         raise InputError(f"unknown procedure {preset_id!r}; available: {', '.join(sorted(presets))}")
     return presets[preset_id].with_approach(approach)
+
+
+#: What a department variant of a preset may change: its soft-criterion weights (and the record of
+#: how they were learned). Everything else, every hard constraint included, is the shipped preset's.
+VARIANT_MAY_CHANGE = ("weights", "department_variant")
+
+
+def load_preset_file(path: str | Any, approach: str | None = None, procedure: str | None = None) -> Preset:
+    """A department variant of a shipped preset (``planner library learn`` writes them), with
+    ``approach`` chosen: refused (InputError, one line) unless it is a variant of a preset this
+    planner ships (of ``procedure`` when given) whose every key but ``weights`` (and the
+    ``department_variant`` record) is the shipped preset's own: the hard constraints are never
+    taken from a variant file."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such preset file") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not a readable preset file ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: not a preset (a JSON object is expected)")
+    pid = data.get("id")
+    presets = list_presets()
+    if pid not in presets:
+        raise InputError(f"{p}: preset id {pid!r} is not one this planner ships; a preset file may only vary a "
+                         f"shipped preset's weights ({', '.join(sorted(presets))})")
+    if procedure is not None and pid != procedure:
+        raise InputError(f"{p}: a variant of {pid!r}, not of the procedure asked for ({procedure!r})")
+    shipped = presets[pid]
+    learned = data.get("department_variant") if isinstance(data.get("department_variant"), dict) else {}
+    if data.get("version", 1) != shipped.version:
+        raise InputError(f"{p}: a variant of version {data.get('version', 1)} of preset {pid!r}; this planner ships "
+                         f"version {shipped.version}, whose rules differ: learn the variant again "
+                         f"(planner library learn {pid})")
+    changed = sorted(k for k in set(data) | set(shipped.raw)
+                     if k not in VARIANT_MAY_CHANGE and data.get(k) != shipped.raw.get(k))
+    if changed:
+        raise InputError(f"{p}: differs from the shipped preset {pid!r} in {', '.join(changed)}; a variant may only "
+                         "change the soft-criterion weights, never a hard constraint: refused")
+    if learned.get("of_preset", pid) != pid or learned.get("of_version", shipped.version) != shipped.version:
+        raise InputError(f"{p}: says it was learned from {learned.get('of_preset')!r} version "
+                         f"{learned.get('of_version')}, not {pid!r} version {shipped.version}: refused")
+    parsed = _parse(data, str(p))
+    info = {"file": str(p.absolute()), "sha256": parsed.sha256, "of_version": shipped.version,
+            "of_sha256": shipped.sha256, "learned_from_cases": learned.get("learned_from_cases"),
+            "agreement_before": learned.get("agreement_before"),
+            "agreement_after_cv": learned.get("agreement_after_cv")}
+    return replace(parsed, variant=info).with_approach(approach)
+
+
+def describe_preset(binding: dict[str, Any]) -> str:
+    """One line naming the preset a plan was made under (``plan.json``'s ``preset``): shipped, or
+    a department variant with its file and the number of cases it was learned from."""
+    pid, version = binding.get("id"), binding.get("version")
+    v = binding.get("variant")
+    if not isinstance(v, dict):
+        return f"{pid} version {version}, shipped with the planner (sha256 {str(binding.get('sha256'))[:12]}...)"
+    n = v.get("learned_from_cases")
+    learned = f"soft-criterion weights learned from {n} cases" if n else "soft-criterion weights of the department"
+    return (f"department variant of {pid} version {version}: {learned}; every hard constraint is the shipped "
+            f"preset's (file {v.get('file')}, sha256 {str(binding.get('sha256'))[:12]}...)")

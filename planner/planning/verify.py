@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..images import Image
 from . import fields as F
 from .engine import _position_of, _smoothed_gradient_lps, side_of_label
-from .presets import Preset, load_preset
+from .presets import Preset, load_preset, load_preset_file
 
 #: How far the printed numbers may be from the geometry: they are rounded to 0.1 (mm, degrees).
 PRINT_TOLERANCE = 0.11
@@ -59,7 +59,10 @@ class TrajectoryCheck:
 
 def check_preset(doc: dict[str, Any], where: str = "plan.json") -> Preset:
     """The preset ``doc`` was planned under, from the package; refused (InputError) unless the
-    plan names it, with the version and file hash of the one shipped now."""
+    plan names it, with the version and file hash of the one shipped now. A plan made with a
+    department variant (``preset.variant``) must name the shipped preset it varies
+    (``variant.of_sha256``); its variant is returned when the file is still the one planned
+    with, else the shipped preset (the hard constraints are the same)."""
     binding = doc.get("preset")
     if not isinstance(binding, dict):
         raise InputError(f"{where}: records no preset hash (written by an older planner, or edited); "
@@ -69,6 +72,19 @@ def check_preset(doc: dict[str, Any], where: str = "plan.json") -> Preset:
         raise InputError(f"{where}: procedure {doc.get('procedure')!r} is not the preset it was planned under "
                          f"({pid!r}); refusing to review an edited plan")
     preset = load_preset(str(pid), binding.get("approach"))
+    variant = binding.get("variant")
+    if isinstance(variant, dict):  # a department variant: its hard constraints are the shipped preset's
+        if variant.get("of_sha256") != preset.sha256 or binding.get("version") != preset.version:
+            raise InputError(f"{where}: planned under a department variant of version {binding.get('version')} of "
+                             f"preset {pid!r} ({str(variant.get('of_sha256'))[:12]}...); this planner ships version "
+                             f"{preset.version} ({preset.sha256[:12]}...); the rules differ: plan again")
+        try:  # its weights, when the file is still the one planned with; the hard constraints either way
+            mine = load_preset_file(str(variant.get("file")), binding.get("approach"), procedure=str(pid))
+            if mine.sha256 == binding.get("sha256"):
+                return mine
+        except InputError:
+            pass
+        return preset
     if binding.get("sha256") != preset.sha256 or binding.get("version") != preset.version:
         raise InputError(f"{where}: planned under version {binding.get('version')} of preset {pid!r} "
                          f"({str(binding.get('sha256'))[:12]}...); this planner ships version {preset.version} "

@@ -137,9 +137,12 @@ def patient_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _procedure_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    from ..planning.presets import describe_preset
+
     hc = doc.get("hard_constraints", {})
     rows = [
         ("Procedure (preset)", f"{doc.get('procedure_title') or doc.get('procedure')} [{doc.get('procedure')}]"),
+        ("Preset", describe_preset(doc["preset"]) if isinstance(doc.get("preset"), dict) else "-"),
         ("Structures from", str(doc.get("structures_source", "-"))),
         ("Allowed patient positions", ", ".join(hc.get("positions", [])) or "-"),
         ("Maximum depth", mm(hc.get("max_depth_mm"))),
@@ -147,7 +150,7 @@ def _procedure_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ("Maximum craniocaudal angle", deg(hc.get("max_craniocaudal_deg"))),
     ]
     if hc.get("fixed_position"):
-        rows[2] = ("Patient position (fixed by the preset)", POSITIONS.get(hc["fixed_position"], hc["fixed_position"]))
+        rows[3] = ("Patient position (fixed by the preset)", POSITIONS.get(hc["fixed_position"], hc["fixed_position"]))
     a = hc.get("approach")
     if a:
         rows.append(("Approach", f"{a.get('title', a.get('id'))} [{a.get('id')}], within "

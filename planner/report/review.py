@@ -116,6 +116,12 @@ def review_plan(plan_dir: str | os.PathLike[str], ct: Image) -> ReviewResult:
     doc = read_plan(d)
     check_preset(doc, where)  # before the long work
     notes = check_scan(doc, ct, where)
+    binding = doc.get("preset") or {}
+    if isinstance(binding.get("variant"), dict):
+        from ..planning.presets import describe_preset
+
+        notes.append(f"planned under the {describe_preset(binding)}: the hard constraints below are re-derived "
+                     "from the shipped preset")
     seg = d / STRUCTURES_FILE
     if not seg.is_file():
         raise InputError(f"{seg}: missing; the plan folder must keep the structures it was planned against")
