@@ -469,6 +469,65 @@ def test_learner_recovers_the_weights_of_simulated_choices(library, capsys):
     assert "agreement with the choices: preset" in out and "nothing written (--dry-run)" in out
 
 
+def test_plans_with_the_department_variant_and_refuses_other_hard_constraints(library, tmp_path, capsys):
+    """The variant planner library learn writes is what planner plan --library ROOT (or
+    --preset-file) plans with: its weights rank the paths, plan.json and the report name it
+    (file, version, cases learned from), review re-derives the shipped hard constraints; a variant
+    file whose hard constraints differ from the shipped preset's is refused."""
+    from planner.cli.library import department_preset
+    from planner.images import load_image
+    from planner.library.learn import learn, variant_path
+    from planner.planning.presets import load_preset
+    from planner.report.facts import report_facts
+    from planner.report.review import review_plan
+    from planner.session import PlanRequest, TargetSpec, plan_and_write
+
+    lib, made = library
+    r = learn(lib, "lung-biopsy")  # what planner library learn writes (as in the learner's test)
+    path = variant_path(lib.root, "lung-biopsy")
+    assert r["written"] == str(path) and department_preset(None, str(lib.root), "lung-biopsy") == str(path)
+    out = tmp_path / "variant"
+    request = PlanRequest(THORAX / "ct", "lung-biopsy", [TargetSpec("label", "lung_nodule")],
+                          structures=THORAX / "structures.nii.gz", preset_file=str(path))
+    plan_and_write(request, out, report=False)
+    doc = json.loads((out / "plan.json").read_text())
+    shipped = load_preset("lung-biopsy")
+    b, v = doc["preset"], doc["preset"]["variant"]
+    assert b["version"] == shipped.version and b["sha256"] == v["sha256"] != shipped.sha256
+    assert v["file"] == str(path) and v["of_sha256"] == shipped.sha256 and v["learned_from_cases"] == len(made)
+    assert doc["score"]["weights"] == r["weights_after"] and doc["hard_constraints"]["max_depth_mm"] == \
+        shipped.max_depth_mm
+    scores = [_score(t["metrics"], r["weights_after"]) for t in doc["trajectories"]]
+    assert [t["score"] for t in doc["trajectories"]] == pytest.approx(scores, abs=0.01) and scores == sorted(scores)
+    (procedure,) = [blk for blk in report_facts(doc).blocks if getattr(blk, "title", "") == "Procedure"]
+    line = dict(procedure.rows)["Preset"]  # the report (PDF and HTML print the same strings)
+    assert "department variant of lung-biopsy version" in line and f"learned from {len(made)} cases" in line
+    assert str(path) in line
+    result = review_plan(out, load_image(THORAX / "ct"))
+    assert result.ok and any("department variant" in n for n in result.notes)
+    # refused: another hard constraint (a margin), another version, a variant the library lacks
+    tampered = json.loads(path.read_text())
+    tampered["avoid"][0]["margin_mm"] = float(tampered["avoid"][0]["margin_mm"]) / 2
+    (tmp_path / "tampered.json").write_text(json.dumps(tampered))
+    older = dict(json.loads(path.read_text()), version=shipped.version - 1)
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    plan = ["plan", "--ct", str(THORAX / "ct"), "--structures", str(THORAX / "structures.nii.gz"),
+            "--target-label", "lung_nodule", "--procedure", "lung-biopsy", "--out", str(tmp_path / "refused")]
+    capsys.readouterr()
+    assert main(plan + ["--preset-file", str(tmp_path / "tampered.json")]) == 2
+    assert main(plan + ["--preset-file", str(tmp_path / "older.json")]) == 2
+    assert main(plan + ["--library", str(tmp_path)]) == 2
+    assert main(plan + ["--preset-file", str(path), "--library", str(lib.root)]) == 2
+    assert main(plan[:-4] + ["--procedure", "kidney-biopsy", "--out", str(tmp_path / "r2"),
+                             "--preset-file", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 5 and "Traceback" not in "".join(err)
+    assert "differs from the shipped preset 'lung-biopsy' in avoid" in err[0] and "never a hard constraint" in err[0]
+    assert "learn the variant again" in err[1] and "no department variant of 'lung-biopsy'" in err[2]
+    assert "give one" in err[3] and "not of the procedure asked for ('kidney-biopsy')" in err[4]
+    assert not (tmp_path / "refused").exists()
+
+
 def test_learner_writes_nothing_without_improvement_and_refuses_few_choices(plans, tmp_path, capsys):
     made = _synthesize(plans["thorax"], tmp_path / "s", 12, seed=3)
     lib = open_library(tmp_path / "root")
@@ -498,6 +557,8 @@ def test_outcome_command_records_in_folder_and_library(plans, tmp_path, capsys):
                  "--library", str(root)]) == 0
     rec = json.loads((d / "outcome.json").read_text())
     assert rec["complications"] == ["pneumothorax", "haemorrhage"] and rec["chest_tube"] and not rec["diagnostic"]
+    choice = json.loads((d / "choice.json").read_text())  # the choice goes the one way every choice goes
+    assert choice["schema"] == "planner.choice/1" and choice["rank"] == 2 and choice["by"] == "outcome"
     lib = open_library(root)
     (c,) = lib.cases()
     assert c.outcome["complications"] == ["pneumothorax", "haemorrhage"] and c.outcome["note"] == "small apical PTX"
@@ -512,6 +573,70 @@ def test_outcome_command_records_in_folder_and_library(plans, tmp_path, capsys):
         assert main(args + ([] if bad[0] == "--complication" else bad)) == 2
     err = capsys.readouterr().err
     assert err.count("planner: error:") == 3 and "Traceback" not in err
+
+
+def test_a_choice_recorded_by_review_or_the_web_reaches_the_library(plans, tmp_path, capsys):
+    """planner review --chosen records the choice (only once its trajectory passes), the web
+    review's record_choice the same way, library add keeps the latest, and a choice made on a plan
+    since replaced in its folder is not used."""
+    from planner import InputError
+    from planner.library import read_choice, record_choice
+
+    d = tmp_path / "plan"
+    shutil.copytree(plans["thorax"], d)
+    doc = json.loads((d / "plan.json").read_text())
+    review = ["review", str(d), "--ct", str(THORAX / "ct"), "--no-window"]
+    assert main(review + ["--chosen", "9"]) == 2  # said before the scan is loaded
+    assert "has no trajectory #9 (it has #1, #2" in capsys.readouterr().err and not (d / "choice.json").exists()
+    assert main(review + ["--chosen", "2"]) == 0
+    assert "choice recorded: trajectory #2" in capsys.readouterr().out
+    c = json.loads((d / "choice.json").read_text())
+    assert (c["schema"], c["rank"], c["by"]) == ("planner.choice/1", 2, "review") and c["time"]
+    root = tmp_path / "lib"
+    lib = open_library(root)
+    (case,) = lib.add(d)
+    assert (case.facts["chosen_rank"], case.facts["chosen_source"]) == (2, "recorded")
+    assert case.facts["depth_mm"] == pytest.approx(doc["trajectories"][1]["length_mm"])  # the chosen one's facts
+    # the web review's call: the same file, the latest choice wins
+    assert record_choice(d, 3, by="web") == d / "choice.json"
+    assert read_choice(d)["by"] == "web"
+    (case,) = lib.add(d)
+    assert case.facts["chosen_rank"] == 3
+    for rank, by, why in ((0, "web", "no trajectory #0"), (True, "web", "whole number"), (2, "fax", "one of")):
+        with pytest.raises(InputError, match=why):
+            record_choice(d, rank, by)
+    with pytest.raises(InputError, match="not a folder"):
+        record_choice(tmp_path / "absent", 1, "web")
+    # planned again into the folder: the recorded rank named a trajectory of the old plan
+    (d / "plan.json").write_text(json.dumps(doc, indent=2))
+    assert read_choice(d) is None
+    (case,) = lib.add(d)
+    assert (case.facts["chosen_rank"], case.facts["chosen_source"]) == (1, "none")
+    lib.close()
+
+
+def test_similar_for_plan_gives_the_web_review_json_ready_rows(library, tmp_path):
+    from planner.library import similar_for_plan
+
+    lib, made = library
+    query = made[7]["folder"]
+    rows = similar_for_plan(lib.root, query, k=4)
+    expected = similar(lib, query, k=4)
+    assert [r["case_id"] for r in rows] == [c.id for _, c in expected]
+    assert [r["distance"] for r in rows] == [round(dd, 4) for dd, _ in expected]
+    json.dumps(rows, allow_nan=False)  # plain JSON
+    for r, (_, c) in zip(rows, expected):
+        assert r["procedure"] == "lung-biopsy" and r["region"] == c.facts["region"]
+        assert r["size_mm"] == pytest.approx(c.facts["size_mm"], abs=0.01)
+        assert r["depth_mm"] == pytest.approx(c.facts["depth_mm"], abs=0.01)
+        assert r["outcome"] == c.outcome and r["outcome_summary"].split(";")[0] in ("pneumothorax", "none")
+        assert Path(r["key_image"]).is_absolute() and Path(r["key_image"]).read_bytes()[:4] == b"\x89PNG"
+    assert similar_for_plan(lib, query, k=2) == rows[:2]  # an open library does as well
+    if lib.kidneys:  # the real abdomen's plan was made without the report set: no key image
+        (kid,) = similar_for_plan(lib.root, lib.kidneys[0]["folder"], k=1)
+        assert kid["procedure"] == "kidney-biopsy" and kid["key_image"] is None
+    assert similar_for_plan(tmp_path / "no-library", query) == []  # the web asks before any library exists
+    assert not (tmp_path / "no-library").exists()
 
 
 def _source_identifiers(dicom_dirs: list[Path], extra: list[str]) -> list[str]:

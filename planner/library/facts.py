@@ -189,8 +189,8 @@ def _region_near(grid: Any, point: np.ndarray, radius_mm: float, target_label: s
     counts: dict[str, int] = {}
     for s in segs:
         name = s["name"]
-        if name == target_label or name in _NOT_ANATOMY:
-            continue
+        if name == target_label or name in _NOT_ANATOMY or name.endswith("_by_position"):
+            continue  # (a limb's bundles placed by position are a keep-out zone, not anatomy seen)
         block = data[s["layer"], lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] == s["value"]
         n = int(block.sum())
         if n:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -99,7 +100,7 @@ def facts_of_folder(lib: Library, folder: str | Path) -> tuple[list[dict[str, An
     d = Path(folder)
     doc, raw = read_plan_folder(d)
     checks = [{"trajectory_rank": (c.get("plan") or {}).get("trajectory_rank")} for c in _read_checks(d)]
-    chosen, _ = chosen_rank_of(d, doc, checks)
+    chosen, _ = chosen_rank_of(d, doc, checks, raw)
     frames = lib._frames(d, doc)
     base = F.sha256(raw)
     blocks = F.target_blocks(doc)
@@ -120,12 +121,64 @@ def similar(lib: Library, folder: str | Path, k: int = 5, target: int = 0) -> li
     return scored[:k]
 
 
+def outcome_summary(o: dict[str, Any] | None) -> str:
+    """The outcome in a few words: "pneumothorax; chest tube no; diagnostic" (or "not recorded")."""
+    if o is None:
+        return "not recorded"
+    return (", ".join(o["complications"]) + f"; chest tube {'yes' if o['chest_tube'] else 'no'}; "
+            f"{'diagnostic' if o['diagnostic'] else 'not diagnostic'}")
+
+
+def _json_number(v: Any, digits: int = 2) -> float | None:
+    return round(float(v), digits) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def similar_for_plan(library_root_or_url: Any, plan_dir: str | Path, k: int = 5, *,
+                     target: int = 0) -> list[dict[str, Any]]:
+    """The ``k`` library cases most similar to the plan in ``plan_dir`` (its target ``target``),
+    nearest first, as plain JSON-ready dicts (what the web review lists beside a plan).
+
+    ``library_root_or_url``: a library root folder, an open :class:`Library`, or a database URL
+    (``postgresql+psycopg://...``; its files then lie under ``$PLANNER_LIBRARY`` or the default
+    root). A root folder that does not exist holds no case: the answer is ``[]`` (nothing is
+    created). Each dict: ``case_id``, ``procedure``, ``region``, ``size_mm``, ``depth_mm``,
+    ``lung_mm``, ``chosen_rank``, ``risk_factors`` (the names present), ``outcome`` (the recorded
+    outcome or None), ``outcome_summary`` (a few words), ``distance`` and ``key_image`` (absolute
+    path of its key image in the library, or None when it was planned without the report set).
+    Raises :class:`planner.InputError` for a folder that is not a plan."""
+    from .store import Library, default_root, open_library
+
+    if isinstance(library_root_or_url, Library):
+        return _similar_rows(library_root_or_url, plan_dir, k, target)
+    text = str(library_root_or_url)
+    if "://" in text:
+        root, url = default_root(), text
+    else:
+        root, url = Path(text), None
+        if not (root / "library.sqlite").is_file() and not os.environ.get("PLANNER_LIBRARY_DB"):
+            read_plan_folder(Path(plan_dir))  # a bad plan folder is still said
+            return []
+    with open_library(root, url) as lib:
+        return _similar_rows(lib, plan_dir, k, target)
+
+
+def _similar_rows(lib: Library, plan_dir: str | Path, k: int, target: int) -> list[dict[str, Any]]:
+    rows = []
+    for d, c in similar(lib, plan_dir, k, target):
+        f = c.facts
+        key = f.get("key_image_sha256")
+        rows.append({"case_id": c.id, "procedure": f["procedure"], "region": f["region"],
+                     "size_mm": _json_number(f["size_mm"]), "depth_mm": _json_number(f["depth_mm"]),
+                     "lung_mm": _json_number(f["lung_mm"]), "chosen_rank": f["chosen_rank"],
+                     "risk_factors": sorted(k_ for k_, v in f["risk_factors"].items() if v),
+                     "outcome": c.outcome, "outcome_summary": outcome_summary(c.outcome),
+                     "distance": round(d, 4), "key_image": str(lib.object_path(key)) if key else None})
+    return rows
+
+
 def case_line(c: CaseView) -> str:
     f = c.facts
-    o = c.outcome
-    oc = "outcome not recorded" if o is None else (
-        ", ".join(o["complications"]) + f"; chest tube {'yes' if o['chest_tube'] else 'no'}; "
-        f"{'diagnostic' if o['diagnostic'] else 'not diagnostic'}")
+    oc = "outcome not recorded" if c.outcome is None else outcome_summary(c.outcome)
     num = (lambda v: "?" if v is None else f"{v:.0f}")
     return (f"case {c.id}: {f['procedure']} {f['region']}, size {num(f['size_mm'])} mm, depth {num(f['depth_mm'])} mm, "
             f"lung {num(f['lung_mm'])} mm, {f['needle_gauge'] or '?'}, trajectory #{f['chosen_rank'] or '?'}"
@@ -157,25 +210,46 @@ def export(lib: Library, cases: list[CaseView], out: str | Path) -> Path:
     return Path(out)
 
 
+def _mm(v: Any) -> str:
+    return "-" if not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:.0f} mm"
+
+
 def _index_html(rows: list[tuple[CaseView, str, str | None]]) -> str:
+    from .rates import published
+
     e = html.escape
+    titles: dict[str, dict[str, str]] = {}
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Case library: teaching selection</title>",
              "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;border-bottom:1px solid #ccc;"
-             "vertical-align:top}img{max-width:260px}</style></head><body>",
+             "vertical-align:top;text-align:left}img{max-width:260px;display:block}.cap{font-size:85%;color:#555}"
+             "</style></head><body>",
              f"<h1>Case library: teaching selection ({len(rows)} cases)</h1>",
-             "<p>De-identified cases. Positions in DICOM patient coordinates (LPS, mm).</p>",
+             "<p>De-identified cases. Positions in DICOM patient coordinates (LPS, mm). The facts and risk factors "
+             "are those of the trajectory performed (the one chosen); each key image is the planning slice of the "
+             "planner's first trajectory, made when the case was planned.</p>",
              "<table><tr><th>case</th><th>key image</th><th>facts</th><th>risk factors</th><th>outcome</th></tr>"]
     for c, sub, key in rows:
         f, o = c.facts, c.outcome
-        img = f"<img src='{e(sub)}/{e(key)}' alt='key image'>" if key else ""
+        chosen = f["chosen_rank"]
+        if key:
+            cap = "planning slice of trajectory #1" + (f" (the one performed is #{chosen})" if chosen and chosen != 1
+                                                       else "")
+            img = f"<img src='{e(sub)}/{e(key)}' alt='key image of {e(sub)}'><span class='cap'>{e(cap)}</span>"
+        else:
+            img = "<span class='cap'>no image (planned without the report set)</span>"
         oc = "not recorded" if o is None else e(", ".join(o["complications"])) + \
             f"<br>chest tube: {'yes' if o['chest_tube'] else 'no'}<br>{'diagnostic' if o['diagnostic'] else 'not diagnostic'}" + \
             (f"<br><i>{e(o['note'])}</i>" if o["note"] else "")
-        facts = (f"{e(f['procedure'])}<br>region {e(f['region'])}<br>size {e(str(f['size_mm']))} mm<br>"
-                 f"depth {e(str(f['depth_mm']))} mm<br>lung crossed {e(str(f['lung_mm']))} mm<br>"
-                 f"needle {e(f['needle_gauge'])}<br>trajectory #{e(str(f['chosen_rank']))} of {f['n_trajectories']}"
-                 f"<br>{e(f['limiting'])}")
-        risks = "<br>".join(e(t) for t in f["risk_text"]) or "none listed"
+        size = _mm(f["size_mm"])
+        facts = (f"{e(f['procedure'])}<br>region {e(f['region'])}<br>size {size}<br>depth {_mm(f['depth_mm'])}"
+                 + (f"<br>aerated lung crossed {_mm(f['lung_mm'])}" if f["lung_mm"] is not None else "")
+                 + f"<br>needle {e(f['needle_gauge'] or '-')}<br>trajectory #{e(str(chosen or '-'))} of "
+                   f"{f['n_trajectories']}" + (f" ({e(f['chosen_source'])})" if f["chosen_source"] != "none" else "")
+                 + f"<br>{e(f['limiting'])}")
+        if f["procedure"] not in titles:
+            titles[f["procedure"]] = {x["id"]: x["title"] for x in (published(f["procedure"]) or {}).get("factors", [])}
+        present = [titles[f["procedure"]].get(k, k) for k, v in f["risk_factors"].items() if v]
+        risks = "<br>".join(e(t) for t in (f["risk_text"] or present)) or "none"
         parts.append(f"<tr><td><a href='{e(sub)}/plan.json'>{e(sub)}</a></td><td>{img}</td><td>{facts}</td>"
                      f"<td>{risks}</td><td>{oc}</td></tr>")
     parts.append("</table></body></html>")

@@ -93,6 +93,10 @@ def local_rates(lib: Library, procedure: str, min_cases: int = MIN_CASES,
     factor_ids = [f["id"] for f in (pub or {}).get("factors", [])] or \
         sorted({k for c in cases for k in c.facts["risk_factors"]})
     titles = {f["id"]: f for f in (pub or {}).get("factors", [])}
+    # the published odds ratios are of one complication (pneumothorax for a lung biopsy): beside
+    # the local figures of another (a chest tube, a haemorrhage) they would compare unlike things
+    pub_of = (pub or {}).get("complication")
+    compared = pub is not None and comp == pub_of
     X = np.array([[float(bool(c.facts["risk_factors"].get(f))) for f in factor_ids] for c in cases]).reshape(len(cases), -1)
     n, k = len(cases), int(y.sum())
     rows = []
@@ -103,7 +107,8 @@ def local_rates(lib: Library, procedure: str, min_cases: int = MIN_CASES,
         row = {"factor": fid, "title": titles.get(fid, {}).get("title", fid),
                "with": {"cases": n1, "events": k1, "rate": k1 / n1 if n1 else None, "ci95": wilson(k1, n1)},
                "without": {"cases": n0, "events": k0, "rate": k0 / n0 if n0 else None, "ci95": wilson(k0, n0)},
-               "published_or": titles.get(fid, {}).get("odds_ratio"), "local_or": None, "local_or_ci95": None,
+               "published_or": titles.get(fid, {}).get("odds_ratio") if compared else None,
+               "local_or": None, "local_or_ci95": None,
                "note": ""}
         if min(n1, n0) < MIN_GROUP:
             row["note"] = f"odds ratio not estimated: fewer than {MIN_GROUP} cases {'with' if n1 < n0 else 'without'} it"
@@ -127,25 +132,33 @@ def local_rates(lib: Library, procedure: str, min_cases: int = MIN_CASES,
     return {"procedure": procedure, "complication": comp, "cases": n, "events": k, "rate": k / n,
             "ci95": wilson(k, n), "min_cases": min_cases, "factors": rows,
             "model": "logistic regression on every estimable factor together; Wald 95% intervals",
-            "source": (pub or {}).get("source", "no published odds ratios for this procedure")}
+            "published_complication": pub_of,
+            "source": (pub or {}).get("source", "no published odds ratios for this procedure") if compared or pub is None
+            else f"the published odds ratios are of {WORDS.get(pub_of, pub_of)}, not of {WORDS.get(comp, comp)}: none "
+                 "shown beside these figures"}
+
+
+#: How the complications read in the text.
+WORDS = {"pneumothorax": "pneumothorax", "haemorrhage": "haemorrhage", "chest_tube": "chest tube",
+         "nondiagnostic": "non-diagnostic sample"}
 
 
 def lines(r: dict[str, Any]) -> list[str]:
     pct = (lambda v: "  -  " if v is None else f"{100 * v:5.1f}%")
     ci = (lambda t: f"[{100 * t[0]:.1f}-{100 * t[1]:.1f}%]")
-    out = [f"{r['procedure']}: {r['complication']} in {r['events']} of {r['cases']} cases with an outcome, "
+    what = WORDS.get(r["complication"], r["complication"])
+    out = [f"{r['procedure']}: {what} in {r['events']} of {r['cases']} cases with an outcome, "
            f"{pct(r['rate']).strip()} {ci(r['ci95'])} (Wilson 95%)"]
     if not r["factors"]:
         out.append(f"no risk factors with published odds ratios for {r['procedure']}: the overall rate only")
         return out
-    out.append(f"{'factor':<62}{'with: n, rate [95% CI]':<30}{'without: n, rate [95% CI]':<30}"
+    group = (lambda g: f"{g['cases']:>4} {pct(g['rate'])} {ci(g['ci95']):<16}")  # 28 characters
+    out.append(f"{'factor':<62}{'with: n, rate [95% CI]':<31}{'without: n, rate [95% CI]':<31}"
                f"{'local OR [95% CI]':<22}published OR")
     for f in r["factors"]:
-        w, wo = f["with"], f["without"]
         lor = "-" if f["local_or"] is None else f"{f['local_or']:.2f} [{f['local_or_ci95'][0]:.2f}-{f['local_or_ci95'][1]:.2f}]"
         pub = "-" if f["published_or"] is None else f"{f['published_or']:.2f}"
-        out.append(f"{f['title'][:60]:<62}{w['cases']:>4} {pct(w['rate'])} {ci(w['ci95']):<16}   "
-                   f"{wo['cases']:>4} {pct(wo['rate'])} {ci(wo['ci95']):<16}   {lor:<22}{pub}")
+        out.append(f"{f['title'][:60]:<62}{group(f['with']):<31}{group(f['without']):<31}{lor:<22}{pub}")
         if f["note"]:
             out.append(f"    {f['note']}")
     out.append(f"local ORs: {r['model']}; published: {r['source']}")
