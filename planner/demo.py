@@ -128,7 +128,7 @@ def _plan_case(case: DemoCase, image: Any, out: Path) -> Iterator[str]:
             continue
         request = PlanRequest(case.ct, procedure, [TargetSpec("label", case.info["target"]["label"])],
                               structures=case.folder / case.info["structures"])
-        session, plan, rs = plan_and_write(request, where, dicom=True, also=also)
+        session, plan, rs = plan_and_write(request, where, dicom=True, also=also, scene_html=True)
         for path in pngs:
             yield f"{case.id}: wrote {where / 'images' / path.name}"
         pngs.clear()

@@ -340,11 +340,11 @@ class PlanningSession:
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, plan: Plan, folder: str | os.PathLike[str], *, dicom: bool = False, anonymize: bool = False,
-              also: Callable[[Path], Any] | None = None) -> Any:
+              also: Callable[[Path], Any] | None = None, scene_html: bool = False) -> Any:
         """Write ``plan`` as the whole folder ``folder`` (see :meth:`Plan.write`)."""
         ref = self._dicom_reference() if dicom else None  # fails before anything is written
         with replace_folder(folder) as staging:
-            rs = self.write_into(plan, staging, dicom_reference=ref, anonymize=anonymize)
+            rs = self.write_into(plan, staging, dicom_reference=ref, anonymize=anonymize, scene_html=scene_html)
             if also is not None:
                 also(staging)
         return rs.moved(staging, Path(folder))
@@ -363,10 +363,10 @@ class PlanningSession:
         return reference_header(src, self.image.meta.series_instance_uid)
 
     def write_into(self, plan: Plan, staging: Path, *, dicom_reference: Any = None, anonymize: bool = False,
-                   progress: Progress | None = None, report: bool = True) -> Any:
+                   progress: Progress | None = None, report: bool = True, scene_html: bool = False) -> Any:
         """Every file of the plan folder into ``staging`` (an empty folder); ``plan.json`` once.
         Without ``report``: plan.json, the structures and the risk maps only (no report set; None
-        is returned)."""
+        is returned). ``scene_html``: also the 3D scene as one offline page (``scene3d.html``)."""
         from .report import write_report_set
         from .report.anonymize import anonymize_plan, new_uid_map
 
@@ -395,7 +395,8 @@ class PlanningSession:
             load_slicer_seg(save_structures, self.image)
         first = plan.resolved[0] if plan.resolved else None
         return write_report_set(staging, self.image, self.structures, doc=doc, dicom_reference=dicom_reference,
-                                uid_map=uid_map, target=first, body=self.body, progress=progress)
+                                uid_map=uid_map, target=first, body=self.body, progress=progress,
+                                scene_html=scene_html)
 
 
 #: Classes a preset may avoid that the automatic CT segmentation finds reliably, with its part.
@@ -439,7 +440,7 @@ def complement_structures(ct: Image, sset: StructureSet, preset: Any, progress: 
 
 def plan_and_write(request: PlanRequest, out: str | os.PathLike[str], *, dicom: bool = False, anonymize: bool = False,
                    also: Callable[[Path], Any] | None = None, progress: Progress | None = None,
-                   report: bool = True) -> tuple[PlanningSession, Plan, Any]:
+                   report: bool = True, scene_html: bool = False) -> tuple[PlanningSession, Plan, Any]:
     """What ``planner plan`` does: check the request and ``out`` before any work, open the
     session, plan, and write the whole plan folder as one piece (a run that fails or is killed
     leaves the previous plan folder as it was). Returns the session, the plan and its
@@ -457,7 +458,7 @@ def plan_and_write(request: PlanRequest, out: str | os.PathLike[str], *, dicom: 
         plan = session.plan(request.targets, n_best=request.n_best, progress=progress)
         ref = session._dicom_reference() if dicom else None
         rs = session.write_into(plan, staging, dicom_reference=ref, anonymize=anonymize, progress=progress,
-                                report=report)
+                                report=report, scene_html=scene_html)
         if also is not None:
             also(staging)
     plan.folder = dest

@@ -252,7 +252,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     progress = _Progress()
     try:
         session, plan, rs = plan_and_write(request, args.out, dicom=args.dicom, anonymize=args.anonymize,
-                                           progress=progress)
+                                           progress=progress, scene_html=True)
     finally:
         progress.close()
     if session.preset.variant is not None:

@@ -266,14 +266,16 @@ class Plan:
 
     # -- files -------------------------------------------------------------------------------
     def write(self, folder: str | os.PathLike[str], *, dicom: bool = False, anonymize: bool = False,
-              also: Any = None) -> Any:
+              also: Any = None, scene_html: bool = False) -> Any:
         """Write the whole plan folder (``plan.json``, risk maps, structures, the report set) as one
         piece, replacing a previous plan there (see :func:`planner.atomic.replace_folder`).
+        ``scene_html`` adds the 3D scene as one offline page (``scene3d.html``, linked from
+        ``report.html``; about 2 s more), as ``planner plan`` does.
         Returns the :class:`~planner.report.ReportSet` written."""
         if self.session is None:
             raise InputError("this plan was read from a folder: it is already written (copy the folder, or "
                              "plan again to write a new one)")
-        return self.session.write(self, folder, dicom=dicom, anonymize=anonymize, also=also)
+        return self.session.write(self, folder, dicom=dicom, anonymize=anonymize, also=also, scene_html=scene_html)
 
 
 def read_plan_file(folder: str | os.PathLike[str]) -> Plan:

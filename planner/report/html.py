@@ -6,7 +6,7 @@ import base64
 import os
 from html import escape
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..atomic import write_text_atomic
 from .facts import Bullets, KeyValues, ReportFacts, Table
@@ -27,12 +27,15 @@ footer{font-size:10px;margin-top:2em;border-top:1px solid #000}
 
 
 def render_html(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], title: str = "Needle plan",
-                captions: Mapping[str, str] | None = None, images_at: int | None = None) -> str:
+                captions: Mapping[str, str] | None = None, images_at: int | None = None,
+                links: Sequence[tuple[str, str]] = ()) -> str:
     """The whole page as a string (``captions``: the words under an image, by default its title;
-    ``images_at``: the block the images go before, by default after the last)."""
+    ``images_at``: the block the images go before, by default after the last; ``links``: (words,
+    relative address) of files beside the page, listed under the title)."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
            f"<style>{_CSS}</style></head><body>", f"<h1>{escape(facts.title)}</h1>",
            f'<p class="sub">{escape(facts.subtitle)}</p>']
+    out += [f'<p class="sub"><a href="{escape(href)}">{escape(words)}</a></p>' for words, href in links]
     if facts.status != "ok":
         out.append('<p class="warn"><strong>NO SAFE TRAJECTORY</strong>: see "Why no trajectory is safe" below.</p>')
 
@@ -83,6 +86,6 @@ def render_html(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]]
 
 def write_html(facts: ReportFacts, images: Mapping[str, str | os.PathLike[str]], path: str | os.PathLike[str],
                title: str = "Needle plan", captions: Mapping[str, str] | None = None,
-               images_at: int | None = None) -> Path:
+               images_at: int | None = None, links: Sequence[tuple[str, str]] = ()) -> Path:
     """Write the page to ``path`` atomically."""
-    return write_text_atomic(render_html(facts, images, title, captions, images_at), path)
+    return write_text_atomic(render_html(facts, images, title, captions, images_at, links), path)

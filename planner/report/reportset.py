@@ -75,7 +75,8 @@ def identify(doc: dict[str, Any], ct: Image) -> dict[str, Any]:
 def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: StructureSet, *,
                      doc: dict[str, Any] | None = None, dicom: bool = False, anonymize: bool = False,
                      meshes: bool = True, target: Target | None = None, views: bool = True, body: Any = None,
-                     dicom_reference: Any = None, uid_map: Any = None, progress: Any = None) -> ReportSet:
+                     dicom_reference: Any = None, uid_map: Any = None, progress: Any = None,
+                     scene_html: bool = False) -> ReportSet:
     """Write the report set of a plan into ``plan_dir``.
 
     Parameters
@@ -139,15 +140,17 @@ def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: St
             progress(n, steps, "writing the report")
 
     step(0)
+    scene_page = None
     if views:
-        _render_scene_views(d, ct, structures, doc)
+        scene_page = _render_scene_views(d, ct, structures, doc, scene_html)
     step(1)
     images = report_images(d, ct, structures, doc, extra)
     facts = report_facts(doc)
     title = facts.title
     step(2)
     pdf = write_pdf(facts, images, d / "report.pdf", title=title)
-    html = write_html(facts, images, d / "report.html", title=title)
+    links = [("The 3D scene: opens in a browser, offline (scene3d.html)", scene_page.name)] if scene_page else []
+    html = write_html(facts, images, d / "report.html", title=title, links=links)
     marks = write_markups(doc, d)
     rs = ReportSet(d, pdf, html, marks, dict(images))
     step(3)
@@ -166,13 +169,15 @@ def write_report_set(plan_dir: str | os.PathLike[str], ct: Image, structures: St
     return rs
 
 
-def _render_scene_views(plan_dir: Path, ct: Image, structures: StructureSet, doc: dict[str, Any]) -> None:
-    """The scene's views of the plan, offscreen, into ``plan_dir/images`` (the report shows them)."""
+def _render_scene_views(plan_dir: Path, ct: Image, structures: StructureSet, doc: dict[str, Any],
+                        scene_html: bool = False) -> Path | None:
+    """The scene's views of the plan, offscreen, into ``plan_dir/images`` (the report shows them),
+    and with ``scene_html`` the 3D scene as one offline page (its path is returned)."""
     if not doc.get("trajectories"):
-        return  # the views are of a needle; a plan without one keeps the planes through the target
+        return None  # the views are of a needle; a plan without one keeps the planes through the target
     import numpy as np
 
-    from ..scene import case_from_objects, render_views
+    from ..scene import Scene, case_from_objects, render_views
 
     risk = None
     rm = plan_dir / "risk_map.npz"
@@ -182,4 +187,10 @@ def _render_scene_views(plan_dir: Path, ct: Image, structures: StructureSet, doc
     case = case_from_objects(ct, structures, doc, risk)
     if (plan_dir / "structures.seg.nrrd").is_file():
         case.folder = plan_dir  # the surfaces meshed here are kept for the viewer and the web review
-    render_views(case, plan_dir)
+    scene = Scene(case)
+    render_views(scene, plan_dir)
+    if not scene_html:
+        return None
+    from .scene_html import FILE, write_scene_html
+
+    return write_scene_html(scene, plan_dir / FILE)
