@@ -197,16 +197,7 @@ class Viewer:
         if self.room:
             self._build()
             return
-        v3 = self.views["3d"]
-        layers = {"plan_over": v3.overlay, "plan_base": v3.base, "plan_top": v3.top}
-        for key, renderer in layers.items():
-            for prop in v3.info[key]:
-                renderer.RemoveViewProp(prop)
-        props = V.plan_props(self.scene.case, self.selected, True, self.risk_visible)
-        for (key, renderer), new in zip(layers.items(), props):
-            for prop in new:
-                renderer.AddViewProp(prop)
-            v3.info[key] = new
+        V.replace_plan_props(self.views["3d"], self.scene.case, self.selected, True, self.risk_visible)
         for plane in ORTHOGONAL:
             view = self.views.pop(plane)
             for renderer in view.renderers():
