@@ -224,7 +224,12 @@ def test_real_knee_injection_planned_without_structures(tmp_path):
     assert doc["image"]["echo"] == 8
     notes = " ".join(doc["structures_notes"])
     assert "all 8 echoes" in notes and "echo 8" in notes
-    _check_paths(doc, out)
+    # the recess holds fluid here: the target is in it (the recess by the bones alone, 3 mm in front
+    # of the femur, lies in the prefemoral fat pad on this knee)
+    assert "the fluid found there" in doc["target"]["how"]
+    mr, sset = _check_paths(doc, out)
+    i, j, k = np.rint(mr.lps_to_ijk(np.array([doc["target"]["point"]]))[0]).astype(int)
+    assert sset.mask("knee_effusion_right")[k, j, i]
     assert (out / "images" / "planning_slice.png").is_file()
 
 

@@ -79,10 +79,22 @@ def knee_recess_target(ct: Image, sset: StructureSet, side: str, above_patella_m
     tendon. On the axial slice ``above_patella_mm`` above the patella's upper pole, the target is
     ``clearance_mm`` in front of the femur's anterior cortex, at the middle of the femur's width:
     where the recess is when it holds fluid, and where a needle for an injection is aimed when it
-    does not. With an effusion segmented, target the effusion itself (its deepest point) instead.
+    does not. With an effusion segmented, target the effusion itself (its deepest point) instead;
+    on a knee MR whose segmentation found fluid in the suprapatellar recess (a thick prefemoral
+    fat pad can hold the recess well in front of the femur), the recess target is that pocket.
     """
     if side not in ("left", "right"):
         raise InputError(f"side must be left or right, not {side!r}")
+    eff = f"knee_effusion_{side}"
+    if eff in sset and sset[eff].source == "automatic (MR)":
+        import dataclasses
+
+        from .autoseg.knee_mr import effusion_target
+
+        t = effusion_target(ct, sset, eff)
+        if "suprapatellar" in t.how:
+            return dataclasses.replace(t, label=f"knee_recess_{side}",
+                                       how=f"suprapatellar recess ({side}): the fluid found there; {t.how}")
     femur = _voxels_lps(ct, sset, f"femur_{side}")
     patella = _voxels_lps(ct, sset, f"patella_{side}")
     z = patella[:, 2].max() + above_patella_mm
