@@ -60,8 +60,8 @@ def identifiers(doc: dict[str, Any], folder: Path | None = None) -> list[str]:
 
 def scrub(value: Any, ids: list[str]) -> Any:
     """``value`` (JSON) with every identifier in ``ids`` and every file path removed from its strings."""
-    if isinstance(value, dict):
-        return {k: scrub(v, ids) for k, v in value.items()}
+    if isinstance(value, dict):  # names are keys too (a structure's clearance): scrubbed as well
+        return {scrub(k, ids) if isinstance(k, str) else k: scrub(v, ids) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v, ids) for v in value]
     if isinstance(value, str):
@@ -81,8 +81,11 @@ def _pattern(ident: str) -> re.Pattern[str]:
     return re.compile(re.escape(ident), re.IGNORECASE)
 
 
-def assert_clean(data: bytes, ids: list[str], what: str) -> None:
-    """Refuse ``data`` (a text) if any identifier is in it (any case)."""
+def assert_clean(data: bytes, ids: list[str], what: str, allowed: Any = ()) -> None:
+    """Refuse ``data`` (a text) if any identifier is in it (any case); ``allowed``: whole JSON
+    string values of the product's vocabulary (:func:`vocabulary`) not searched."""
+    for word in allowed:
+        data = data.replace(json.dumps(word).encode(), b'""')
     low = data.lower()
     text = None
     for i in ids:
@@ -103,7 +106,28 @@ def deidentify_plan(doc: dict[str, Any], ids: list[str], salt: bytes | None = No
     out.pop("patient", None)
     out.pop("study", None)
     out["image"]["corrections"] = scrub(out["image"].get("corrections", []), ids)
-    return scrub(out, ids)
+    clean = scrub(out, ids)
+    # The procedure's id is the product's own word (a shipped preset), never the patient's: kept
+    # whole even when it shares a word with a name ("Knee" and "knee-injection").
+    for key, value in vocabulary(doc).items():
+        clean[key] = value
+    return clean
+
+
+def vocabulary(doc: dict[str, Any]) -> dict[str, str]:
+    """The plan's words that are the product's own, never the patient's: the procedure's id and
+    title when it is a shipped preset. A name part they share ("Knee", "knee-injection") is
+    removed everywhere else; these are kept whole (see :func:`assert_clean`'s ``allowed``)."""
+    from ..planning.presets import list_presets, load_preset
+
+    proc = doc.get("procedure")
+    if not isinstance(proc, str) or proc not in list_presets():
+        return {}
+    out = {"procedure": proc}
+    title = load_preset(proc).title
+    if doc.get("procedure_title") == title:
+        out["procedure_title"] = title
+    return out
 
 
 def deidentify_check(doc: dict[str, Any], ids: list[str]) -> dict[str, Any]:

@@ -241,9 +241,10 @@ class Library:
             check_rows.append({"number": n, "trajectory_rank": (c_clean.get("plan") or {}).get("trajectory_rank"),
                                "correction": (c_clean.get("correction") or {}).get("kind"),
                                "target_hit": dev.get("target_hit")})
+        allowed = list(F.vocabulary(doc).values())
         for name, data in files.items():  # the texts; images are re-encoded from their pixels alone
             if name.endswith(".json"):
-                F.assert_clean(data, ids, f"{d / name}")
+                F.assert_clean(data, ids, f"{d / name}", allowed if name == "plan.json" else ())
         chosen, source = chosen_rank_of(d, doc, check_rows, raw)
         frames = self._frames(d, doc)
         stored = {name: self.put(data) for name, data in files.items()}
