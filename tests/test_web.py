@@ -302,3 +302,61 @@ def test_beyond_loopback_a_request_without_the_token_is_refused(root):
         assert status == 200 and b"CT-guided percutaneous lung biopsy" in body
     finally:
         _stop(proc)
+
+
+def test_read_only_by_default(server, browser, root):
+    key = _keys(server)["CT-guided percutaneous lung biopsy (coaxial core needle)"]
+    if f"case/{key}/" not in browser.current_url:
+        _open_review(browser, f"{server}case/{key}/")
+    assert not browser.find_elements("id", "replan-box") and not browser.find_elements("id", "record-choice")
+
+
+@pytest.fixture(scope="module")
+def server_rw(root, tmp_path_factory):
+    from planner.cli.main import main
+
+    base = tmp_path_factory.mktemp("library")
+    lib = base / "lib"
+    knee = next(c for c in demo_cases() if c.id == "knee")  # an earlier knee injection, a little higher
+    earlier = planner.plan(knee.ct, procedure="knee-injection", target=list(np.add(knee.target_lps, [0.0, 0.0, 4.0])),
+                           structures=knee.folder / knee.info["structures"], side="right", n=2)
+    earlier.write(base / "earlier-knee")
+    assert main(["library", "add", str(base / "earlier-knee"), str(root["knee"]), str(root["chest"]),
+                 "--library", str(lib)]) == 0
+    proc, url = _start_server(root["root"], "--allow-replan", "--record-choices", "--library", str(lib))
+    yield url
+    _stop(proc)
+
+
+def test_with_allow_replan_the_target_moves_and_is_planned_again_without_touching_the_plan(server_rw, browser, root):
+    from planner.atomic import file_sha256
+
+    before = file_sha256(root["knee"] / "plan.json")
+    key = next(v for k, v in _keys(server_rw).items() if "knee" in k.lower())
+    _open_review(browser, f"{server_rw}case/{key}/")
+    # the case library's similar cases are listed beside the plan
+    _wait(browser, lambda d: d.find_elements("css selector", "#similar .similar-case"), "the similar cases")
+    assert "case " in browser.find_element("id", "similar").text
+    # the choice of trajectory is recorded for the plan on file
+    browser.find_element("id", "traj-2").click()
+    _wait(browser, lambda d: "#2" in d.find_element("id", "record-choice").text, "the record button for #2")
+    browser.find_element("id", "record-choice").click()
+    _wait(browser, lambda d: d.find_elements("id", "choice") and "#2" in d.find_element("id", "choice").text,
+          "the recorded choice")
+    doc = json.loads((root["knee"] / "choice.json").read_text())
+    assert doc["rank"] == 2 and doc["by"] == "web"
+    # move the target 2 mm to the patient's left, then plan again
+    start = json.loads(browser.find_element("id", "camera-json").get_attribute("textContent"))["target"]
+    browser.find_element("id", "move-L").click()
+    _wait(browser, lambda d: "moved" in d.find_element("id", "message").text, "the target moved")
+    browser.find_element("id", "replan").click()
+    _wait(browser, lambda d: "NOT SAVED" in d.find_element("id", "message").text
+          or "NO SAFE" in d.find_element("id", "message").text, "the re-plan")
+    assert "NOT SAVED" in browser.find_element("id", "message").text
+    moved = json.loads(browser.find_element("id", "camera-json").get_attribute("textContent"))["target"]
+    np.testing.assert_allclose(np.subtract(moved, start), [2.0, 0.0, 0.0], atol=1e-6)
+    assert file_sha256(root["knee"] / "plan.json") == before  # the plan on file is unchanged
+    # a choice is never recorded for trajectories that are not on file
+    browser.find_element("id", "record-choice").click()
+    _wait(browser, lambda d: "not saved" in d.find_element("id", "message").text, "the refusal")
+    assert json.loads((root["knee"] / "choice.json").read_text())["rank"] == 2

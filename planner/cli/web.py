@@ -29,7 +29,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          "pip install 'trame' 'trame-vtk' 'trame-vuetify'") from None
     from ..web.server import serve
 
-    serve(args.root, host=args.host, port=args.port, allow_replan=args.allow_replan, token=args.token)
+    serve(args.root, host=args.host, port=args.port, allow_replan=args.allow_replan, token=args.token,
+          library=args.library, record_choices=args.record_choices)
     return 0
 
 
@@ -43,6 +44,11 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--allow-replan", action="store_true",
                    help="let the review page move the target and plan again (in memory; the plan folder is not "
                         "changed)")
+    q.add_argument("--record-choices", action="store_true",
+                   help="let the review page record the trajectory performed (the plan folder's choice.json, kept "
+                        "by planner library add; nothing else is written)")
+    q.add_argument("--library", metavar="ROOT|URL",
+                   help="a case library (planner library): each review lists its most similar cases")
     q.add_argument("--token", help="the access token to ask for (default: drawn at start when --host is not "
                                    "loopback)")
     q.set_defaults(func=cmd_serve)

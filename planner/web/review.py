@@ -97,11 +97,14 @@ def check_text(c: Any, plan_dir: Path) -> dict[str, Any]:
 class ReviewSession:
     """The plan's scene and what the page shows of it; no web code here (see :func:`build_app`)."""
 
-    def __init__(self, plan_dir: str | os.PathLike[str], allow_replan: bool = False, size: tuple[int, int] = (900, 700)):
+    def __init__(self, plan_dir: str | os.PathLike[str], allow_replan: bool = False, size: tuple[int, int] = (900, 700),
+                 library: str | None = None, record_choices: bool = False):
         self.plan_dir = Path(plan_dir)
         self.case = load_case(self.plan_dir)
         self.scene = Scene(self.case)
         self.allow_replan = allow_replan
+        self.library = library
+        self.record_choices = record_choices
         self.selected = self.case.paths[0].rank if self.case.paths else 0
         self.window = offscreen_window(size)
         self.view = V.overview_3d(self.scene, size=size, volume=None, host=(self.window, (0.0, 0.0, 1.0, 1.0)),
@@ -147,6 +150,58 @@ class ReviewSession:
 
     def checks(self) -> list[dict[str, Any]]:
         return [check_text(c, self.plan_dir) for c in reversed(self.case.checks)]
+
+    def similar(self, k: int = 5) -> list[dict[str, Any]]:
+        """The library's cases most like this plan (nearest first), each with a small key image;
+        [] without a library, or a note in ``messages`` when it cannot be read."""
+        if not self.library:
+            return []
+        from ..library import similar_for_plan
+
+        try:
+            rows = similar_for_plan(self.library, self.plan_dir, k)
+        except Exception as exc:  # the library is an aid: the review goes on without it
+            self.messages.append(f"case library {self.library}: not read ({' '.join(str(exc).split())[:200]})")
+            return []
+        out = []
+        for r in rows:
+            thumb = ""
+            if r.get("key_image"):
+                try:
+                    from PIL import Image as PILImage
+
+                    with PILImage.open(r["key_image"]) as im:
+                        im.thumbnail((260, 200))
+                        thumb = _png_data_url(np.asarray(im.convert("RGB")))
+                except OSError:
+                    thumb = ""
+            out.append({"case_id": r.get("case_id"), "region": r.get("region") or "-",
+                        "size": "-" if r.get("size_mm") is None else f"{float(r['size_mm']):.0f} mm",
+                        "depth": "-" if r.get("depth_mm") is None else f"{float(r['depth_mm']):.0f} mm",
+                        "outcome": r.get("outcome_summary") or "no outcome recorded",
+                        "distance": f"{float(r.get('distance') or 0):.2f}", "thumb": thumb})
+        return out
+
+    def recorded_choice(self) -> str:
+        from ..library import read_choice
+
+        c = read_choice(self.plan_dir)
+        return "" if c is None else f"trajectory #{c['rank']} recorded as performed ({c['by']}, {c['time']})"
+
+    def record_choice(self) -> str:
+        if not self.record_choices:
+            raise PlannerError("this review does not record choices (planner serve --record-choices allows it)")
+        if self.replanned:
+            raise PlannerError("the trajectories shown are a re-plan that is not saved: a choice is recorded "
+                               "only for the plan on file")
+        from ..errors import InputError
+        from ..library import record_choice
+
+        try:
+            path = record_choice(self.plan_dir, self.selected, "web")
+        except InputError as exc:
+            raise PlannerError(str(exc)) from None
+        return f"trajectory #{self.selected} recorded as the one performed ({path.name})"
 
     def header(self) -> dict[str, Any]:
         plan = self.case.plan or {}
@@ -263,6 +318,9 @@ def build_app(session: ReviewSession, server: Any) -> Any:
     state.messages = session.messages
     state.message = ""
     state.allow_replan = session.allow_replan
+    state.record_choices = session.record_choices
+    state.choice = session.recorded_choice()
+    state.similar = session.similar()
     state.target_xyz = None if session.target is None else [round(float(x), 1) for x in session.target]
     state.camera = session.camera()
     state.frame = 0  # counts the 3D frames pushed after a change (the tests wait on it)
@@ -310,6 +368,14 @@ def build_app(session: ReviewSession, server: Any) -> Any:
         state.trajectories = session.trajectories
         state.header = dict(session.header(), replanned=True)
         show_selection()
+
+    @ctrl.set("record_choice")
+    def record() -> None:
+        try:
+            state.message = session.record_choice()
+        except PlannerError as exc:
+            state.message = str(exc)
+        state.choice = session.recorded_choice()
 
     @ctrl.set("camera_changed")
     def camera_changed(*_: Any) -> None:
@@ -383,6 +449,9 @@ def build_app(session: ReviewSession, server: Any) -> Any:
                                         html.Td("{{ r.k }}", classes="rowk")
                                         html.Td("{{ r.v }}")
                         html.Div("NO SAFE TRAJECTORY", v_if="!trajectories.length", classes="bad big", id="no-path")
+                        html.Div("{{ choice }}", v_if="choice", id="choice", classes="ok mt-2")
+                        v3.VBtn("Record #{{ selected }} as the trajectory performed", v_if="record_choices && trajectories.length",
+                                classes="step mt-2", color="teal", click=ctrl.record_choice, id="record-choice")
                 with v3.VRow(dense=True):
                     with v3.VCol(cols=12, md=7):
                         with html.Div(v_if="Object.keys(images).length"):
@@ -399,6 +468,14 @@ def build_app(session: ReviewSession, server: Any) -> Any:
                                      classes=("c.hit ? 'ok' : 'bad'",))
                             html.Div("{{ line }}", v_for="line in c.lines")
                             html.A("check page (PDF)", v_if="c.page", href=("c.page",), target="_blank")
+                        with html.Div(v_if="similar.length", id="similar"):
+                            html.Div("Similar cases in the library", classes="big mt-3")
+                            with html.Div(v_for="c in similar", key="c.case_id", classes="d-flex mt-2 similar-case"):
+                                html.Img(src=("c.thumb",), v_if="c.thumb", style="width:160px;margin-right:10px")
+                                with html.Div():
+                                    html.Div("case {{ c.case_id }}: {{ c.region }}, size {{ c.size }}, depth {{ c.depth }}")
+                                    html.Div("{{ c.outcome }}", classes="warn")
+                                    html.Div("distance {{ c.distance }}", style="color:#9fb3c8;font-size:16px")
                         html.Div("Warnings", classes="big mt-3")
                         html.Div("{{ w }}", v_for="w in header.warnings.concat(messages)", classes="warn")
     return view
@@ -420,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plan", help="the plan folder (else read from standard input after WAITING)")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--allow-replan", action="store_true")
+    p.add_argument("--record-choices", action="store_true")
+    p.add_argument("--library", help="case library root or database URL: its similar cases are listed")
     p.add_argument("--wait", action="store_true", help="load the libraries, print WAITING, read the plan folder")
     args = p.parse_args(argv)
     # The trame client and VTK are loaded before the plan is known: a waiting process opens a plan at once.
@@ -435,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILED no plan folder given", flush=True)
         return 2
     try:
-        session = ReviewSession(plan, allow_replan=args.allow_replan)
+        session = ReviewSession(plan, allow_replan=args.allow_replan, library=args.library,
+                                record_choices=args.record_choices)
     except (PlannerError, OSError, ValueError, KeyError) as exc:
         print(f"FAILED {' '.join(str(exc).split())}", flush=True)
         return 2

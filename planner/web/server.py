@@ -79,8 +79,11 @@ class Review:
 class Reviews:
     """The review processes: one per open plan, and one spare waiting with its libraries loaded."""
 
-    def __init__(self, allow_replan: bool, log: Callable[[str], None]):
+    def __init__(self, allow_replan: bool, log: Callable[[str], None], library: str | None = None,
+                 record_choices: bool = False):
         self.allow_replan = allow_replan
+        self.library = library
+        self.record_choices = record_choices
         self.log = log
         self.open: dict[str, Review] = {}
         self._spare: asyncio.subprocess.Process | None = None
@@ -89,7 +92,9 @@ class Reviews:
 
     def _command(self) -> list[str]:
         cmd = [sys.executable, "-m", "planner.web.review", "--wait", "--port", "0"]
-        return cmd + (["--allow-replan"] if self.allow_replan else [])
+        cmd += ["--allow-replan"] if self.allow_replan else []
+        cmd += ["--record-choices"] if self.record_choices else []
+        return cmd + (["--library", self.library] if self.library else [])
 
     async def start_spare(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -225,9 +230,10 @@ def _bad_tail(tail: str) -> bool:
 
 
 def make_app(root: str | os.PathLike[str], token: str | None = None, allow_replan: bool = False,
-             log: Callable[[str], None] = lambda s: None) -> web.Application:
+             log: Callable[[str], None] = lambda s: None, library: str | None = None,
+             record_choices: bool = False) -> web.Application:
     worklist = Worklist(root, secrets.token_bytes(32))
-    reviews = Reviews(allow_replan, log)
+    reviews = Reviews(allow_replan, log, library, record_choices)
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -351,13 +357,14 @@ async def _proxy_ws(request: web.Request, url: str, review: Review | None) -> we
 
 
 def serve(root: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8080, allow_replan: bool = False,
-          token: str | None = None, announce: Callable[[str], None] = print) -> None:
+          token: str | None = None, announce: Callable[[str], None] = print, library: str | None = None,
+          record_choices: bool = False) -> None:
     """Run the server until interrupted. ``token``: None draws one when ``host`` is not loopback."""
     if not Path(root).is_dir():
         raise InputError(f"{root}: not a folder")
     if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(24)
-    app = make_app(root, token=token, allow_replan=allow_replan)
+    app = make_app(root, token=token, allow_replan=allow_replan, library=library, record_choices=record_choices)
 
     async def run() -> None:
         runner = web.AppRunner(app, access_log=None)
@@ -375,8 +382,9 @@ def serve(root: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 808
         if token:
             announce("anyone with this address (token included) can read these plans: put a TLS reverse proxy "
                      "in front of it on a network")
-        announce(("re-planning allowed" if allow_replan else "read-only (re-planning needs --allow-replan)")
-                 + "; Ctrl+C stops")
+        announce(("re-planning allowed (in memory)" if allow_replan else "read-only (re-planning needs --allow-replan)")
+                 + ("; choices of trajectory recorded" if record_choices else "")
+                 + (f"; similar cases from the library {library}" if library else "") + "; Ctrl+C stops")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
