@@ -8,7 +8,7 @@ within 1.5 mm and the axis within 1.5 degrees, in every check, on the chest CT (
 slices), the abdomen CT (3 mm voxels) and the demo knee (0.8 mm pixels, 1.5 mm slices), and no
 needle where there is none. The default runs hold short seeded campaigns; the full campaigns of 20
 checks per region (the seeds of ``benchmarks/needle.py``, which prints their distributions) are
-marked slow. ``-s`` prints the distributions.
+marked long (make test-long). ``-s`` prints the distributions.
 """
 
 from __future__ import annotations
@@ -79,21 +79,21 @@ def test_abdomen_needles_found_with_tip_and_axis(abdomen):
     _assert_within_bounds("abdomen (seeded, 6)", campaign(ct, 6, seed=7, body=body))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.shared_data
 def test_chest_campaign_full(chest):
     ct, body = chest
     _assert_within_bounds("chest (20, as benchmarks/needle.py)", campaign(ct, 20, seed=100, body=body))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.shared_data
 def test_abdomen_campaign_full(abdomen):
     ct, body = abdomen
     _assert_within_bounds("abdomen (20, as benchmarks/needle.py)", campaign(ct, 20, seed=101, body=body))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_knee_campaign_full(knee):
     ct, body = knee
     _assert_within_bounds("knee (20, as benchmarks/needle.py)", campaign(ct, 20, seed=102, body=body))

@@ -9,7 +9,7 @@ The check scans are simulated from real CTs (tests/regsim.py): the anatomy moved
 rigid transform (up to 5 mm and 4 degrees), cropped to a slab of 10-40 mm around a path from a
 skin point to a point 50-100 mm deep, a 3000 HU needle line drawn along the moved path, 20 HU
 noise. The default suite runs a small seeded campaign per region; the full one (20 per region)
-is marked slow and is also ``benchmarks/register.py``.
+is marked long (make test-long) and is also ``benchmarks/register.py``.
 """
 
 from __future__ import annotations
@@ -128,18 +128,18 @@ def test_abdomen_campaign():
     campaign(ABDOMEN_CT, 4, seed=301, region="abdomen")
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_knee_campaign_full():
     campaign(KNEE_CT, 20, seed=1, region="knee")
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.shared_data
 def test_chest_campaign_full():
     campaign(CHEST_CT, 20, seed=2, region="chest")
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.shared_data
 def test_abdomen_campaign_full():
     campaign(ABDOMEN_CT, 20, seed=3, region="abdomen")

@@ -120,7 +120,10 @@ def test_html_prints_the_same_facts_as_the_pdf(plan_dir, doc, pdf_text):
                     assert _norm(cell) in text, cell
     # Self-contained: every image inline, nothing fetched from elsewhere.
     assert page.count('src="data:image/png;base64,') == 4  # the scene's four procedure-room views
-    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert not re.search(r'src="(?!data:)', page)
+    # the one link: the offline 3D scene beside it (opened on a click, not fetched by the page)
+    assert re.findall(r'href="([^"]*)"', page) == ["scene3d.html"]
+    assert (plan_dir / "scene3d.html").is_file()
 
 
 def test_pdf_pages_render_as_a4_png(plan_dir, tmp_path):

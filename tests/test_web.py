@@ -190,6 +190,9 @@ def test_choosing_trajectory_2_changes_the_text_and_the_view(server, browser, ro
     key = _keys(server)["CT-guided percutaneous lung biopsy (coaxial core needle)"]
     if f"case/{key}/" not in browser.current_url:
         _open_review(browser, f"{server}case/{key}/")
+    _wait(browser, lambda d: d.find_elements("id", "slice-image")
+          and (d.find_element("id", "slice-image").get_attribute("src") or "").startswith("data:image/png"),
+          "the planning slice")
     before = _view_png(browser)
     slice_before = browser.find_element("id", "slice-image").get_attribute("src")
     frame = _frame(browser)

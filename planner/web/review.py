@@ -42,6 +42,9 @@ from ..scene.vtkutil import capture, offscreen_window, vtk
 
 #: How often the plan folder is looked at for new check scans (seconds).
 POLL_S = 1.0
+#: Seconds after the page's server is up that the slice images are drawn (the browser asks for
+#: the page and the first 3D frame meanwhile; the images follow without a reload).
+LATER_S = 1.5
 #: Pixel size of the planning slice, bull's-eye and progression images.
 SLICE_SIZE = (720, 540)
 SLICE_VIEWS = {"planning": V.planning_slice, "bullseye": V.bullseye, "progression": V.progression}
@@ -312,7 +315,7 @@ def build_app(session: ReviewSession, server: Any) -> Any:
     state.header = session.header()
     state.trajectories = session.trajectories
     state.selected = session.selected
-    state.images = session.slice_images()
+    state.images = {}  # drawn once the first 3D frame is out (see later_images): the 3D view comes first
     state.image_tab = "planning"
     state.checks = session.checks()
     state.messages = session.messages
@@ -395,7 +398,14 @@ def build_app(session: ReviewSession, server: Any) -> Any:
                     state.messages = session.messages
                     push()
 
+    async def later_images() -> None:
+        await asyncio.sleep(LATER_S)
+        if not state.images:
+            with state:
+                state.images = session.slice_images()
+
     ctrl.on_server_ready.add(lambda **_: asyncio.ensure_future(watch_checks()))
+    ctrl.on_server_ready.add(lambda **_: asyncio.ensure_future(later_images()))
 
     with SinglePageLayout(server, theme="dark") as layout:
         layout.title.set_text("")
@@ -481,11 +491,26 @@ def build_app(session: ReviewSession, server: Any) -> Any:
     return view
 
 
-def _serve(session: ReviewSession, port: int, allow_replan: bool) -> None:
+def _exit_with_parent() -> None:
+    """Started by ``planner serve`` (its pipe on our standard input): stop when that pipe closes,
+    so a server that is killed leaves no review running."""
+    import threading
+
+    def watch() -> None:
+        while sys.stdin.readline():
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _serve(session: ReviewSession, port: int, allow_replan: bool, with_parent: bool = False) -> None:
     from trame.app import get_server
 
     server = get_server("planner-review", client_type="vue3")
     build_app(session, server)
+    if with_parent:
+        _exit_with_parent()
     server.controller.on_server_ready.add(lambda **_: print(f"READY {server.port}", flush=True))
     sys.argv = sys.argv[:1]  # trame reads its own options from the command line
     server.start(port=port, host="127.0.0.1", open_browser=False, show_connection_info=False,
@@ -519,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PlannerError, OSError, ValueError, KeyError) as exc:
         print(f"FAILED {' '.join(str(exc).split())}", flush=True)
         return 2
-    _serve(session, args.port, args.allow_replan)
+    _serve(session, args.port, args.allow_replan, with_parent=args.wait)
     return 0
 
 

@@ -49,6 +49,8 @@ def is_loopback(host: str) -> bool:
 COOKIE = "planner_token"
 START_TIMEOUT_S = 120.0
 MAX_REVIEWS = 8
+#: Seconds after a review is up that the next spare starts loading (not while the browser loads).
+SPARE_AFTER_S = 4.0
 #: Files of a plan folder the pages may link to (relative paths, matched whole).
 SERVED = re.compile(r"^(report\.pdf|report\.html|scene3d\.html|images/[A-Za-z0-9_.-]+\.png|"
                     r"checks/\d{2,4}/[A-Za-z0-9_.-]+\.(png|pdf|html)|checks/index\.html)$")
@@ -89,6 +91,7 @@ class Reviews:
         self._spare: asyncio.subprocess.Process | None = None
         self._spare_ready: asyncio.Future[bool] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._closing = False
 
     def _command(self) -> list[str]:
         cmd = [sys.executable, "-m", "planner.web.review", "--wait", "--port", "0"]
@@ -97,6 +100,8 @@ class Reviews:
         return cmd + (["--library", self.library] if self.library else [])
 
     async def start_spare(self) -> None:
+        if self._closing or (self._spare is not None and self._spare.returncode is None):
+            return  # one spare at a time
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._spare = await asyncio.create_subprocess_exec(
             *self._command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -120,11 +125,13 @@ class Reviews:
                 raise ReviewFailed(f"{MAX_REVIEWS} reviews are open already; close one (it stops after it "
                                    "sits unused) and try again")
             proc = await self._take_spare()
-            asyncio.ensure_future(self.start_spare())  # the next plan opens as fast
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write((str(folder) + "\n").encode())
             await proc.stdin.drain()
-            port = await self._wait_ready(proc)
+            try:
+                port = await self._wait_ready(proc)
+            finally:  # the next plan opens as fast; loaded once this one is up (2 cores: not side by side)
+                asyncio.get_running_loop().call_later(SPARE_AFTER_S, lambda: asyncio.ensure_future(self.start_spare()))
             review = Review(key, folder, proc, port)
             self.open[key] = review
             asyncio.ensure_future(self._drain_stderr(review))
@@ -166,17 +173,22 @@ class Reviews:
             review.stderr = (review.stderr + [line.decode("utf-8", "replace").rstrip()])[-50:]
 
     async def close(self) -> None:
+        self._closing = True
         procs = [r.process for r in self.open.values()] + ([self._spare] if self._spare else [])
         for p in procs:
             if p.returncode is None:
                 with suppress(ProcessLookupError):
                     p.terminate()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3.0  # a review holds nothing to save: a short grace, then it is killed
         for p in procs:
             with suppress(Exception):
-                await asyncio.wait_for(p.wait(), 10)
+                await asyncio.wait_for(p.wait(), max(0.1, deadline - loop.time()))
             if p.returncode is None:
                 with suppress(ProcessLookupError):
                     p.kill()
+                with suppress(Exception):
+                    await asyncio.wait_for(p.wait(), 5)
 
 
 # --- pages -------------------------------------------------------------------------------------
@@ -367,7 +379,7 @@ def serve(root: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 808
     app = make_app(root, token=token, allow_replan=allow_replan, library=library, record_choices=record_choices)
 
     async def run() -> None:
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)  # open pages do not hold a stop
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
