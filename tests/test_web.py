@@ -363,3 +363,20 @@ def test_with_allow_replan_the_target_moves_and_is_planned_again_without_touchin
     browser.find_element("id", "record-choice").click()
     _wait(browser, lambda d: "not saved" in d.find_element("id", "message").text, "the refusal")
     assert json.loads((root["knee"] / "choice.json").read_text())["rank"] == 2
+
+
+def test_bad_roots_and_a_taken_port_are_one_line_errors(root, tmp_path, capsys):
+    import socket
+
+    from planner.cli.main import main
+
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    (tmp_path / "a-file").write_text("x")
+    assert main(["serve", str(tmp_path / "a-file")]) == 2
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(root["root"]), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "not a folder" in err and f"cannot listen on 127.0.0.1:{port}" in err

@@ -504,7 +504,7 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _serve(session: ReviewSession, port: int, allow_replan: bool, with_parent: bool = False) -> None:
+def _serve(session: ReviewSession, port: int, with_parent: bool = False) -> None:
     from trame.app import get_server
 
     server = get_server("planner-review", client_type="vue3")
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PlannerError, OSError, ValueError, KeyError) as exc:
         print(f"FAILED {' '.join(str(exc).split())}", flush=True)
         return 2
-    _serve(session, args.port, args.allow_replan, with_parent=args.wait)
+    _serve(session, args.port, with_parent=args.wait)
     return 0
 
 

@@ -70,7 +70,6 @@ class Review:
     folder: Path
     process: asyncio.subprocess.Process
     port: int
-    sockets: int = 0
     stderr: list[str] = field(default_factory=list)
 
     @property
@@ -81,12 +80,10 @@ class Review:
 class Reviews:
     """The review processes: one per open plan, and one spare waiting with its libraries loaded."""
 
-    def __init__(self, allow_replan: bool, log: Callable[[str], None], library: str | None = None,
-                 record_choices: bool = False):
+    def __init__(self, allow_replan: bool, library: str | None = None, record_choices: bool = False):
         self.allow_replan = allow_replan
         self.library = library
         self.record_choices = record_choices
-        self.log = log
         self.open: dict[str, Review] = {}
         self._spare: asyncio.subprocess.Process | None = None
         self._spare_ready: asyncio.Future[bool] | None = None
@@ -242,10 +239,10 @@ def _bad_tail(tail: str) -> bool:
 
 
 def make_app(root: str | os.PathLike[str], token: str | None = None, allow_replan: bool = False,
-             log: Callable[[str], None] = lambda s: None, library: str | None = None,
+             library: str | None = None,
              record_choices: bool = False) -> web.Application:
     worklist = Worklist(root, secrets.token_bytes(32))
-    reviews = Reviews(allow_replan, log, library, record_choices)
+    reviews = Reviews(allow_replan, library, record_choices)
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -293,7 +290,8 @@ def make_app(root: str | os.PathLike[str], token: str | None = None, allow_repla
         key, tail = request.match_info["key"], request.match_info["tail"]
         if _bad_tail(tail):
             return message_page(404, "Not found.")
-        folder = worklist.folder(key)
+        open_review = reviews.open.get(key)
+        folder = open_review.folder if open_review is not None and open_review.alive else worklist.folder(key)
         if folder is None:
             return message_page(404, "No such plan (the worklist is rebuilt when the server restarts).")
         try:
@@ -304,7 +302,7 @@ def make_app(root: str | os.PathLike[str], token: str | None = None, allow_repla
         if request.query_string:
             url += "?" + request.query_string
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await _proxy_ws(request, url.replace("http://", "ws://", 1), reviews.open.get(key))
+            return await _proxy_ws(request, url.replace("http://", "ws://", 1))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
         session: ClientSession = request.app["client"]
         async with session.request(request.method, url, headers=headers, data=await request.read(),
@@ -334,7 +332,7 @@ def make_app(root: str | os.PathLike[str], token: str | None = None, allow_repla
     return app
 
 
-async def _proxy_ws(request: web.Request, url: str, review: Review | None) -> web.StreamResponse:
+async def _proxy_ws(request: web.Request, url: str) -> web.StreamResponse:
     client: ClientSession = request.app["client"]
     ours = web.WebSocketResponse(max_msg_size=0, autoping=True)
     await ours.prepare(request)
@@ -343,9 +341,6 @@ async def _proxy_ws(request: web.Request, url: str, review: Review | None) -> we
     except Exception:
         await ours.close(message=b"review unavailable")
         return ours
-    if review is not None:
-        review.sockets += 1
-
     async def pump(src: Any, dst: Any) -> None:
         async for msg in src:
             if msg.type == WSMsgType.TEXT:
@@ -363,8 +358,6 @@ async def _proxy_ws(request: web.Request, url: str, review: Review | None) -> we
             t.cancel()
         await theirs.close()
         await ours.close()
-        if review is not None:
-            review.sockets -= 1
     return ours
 
 
