@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import os
 import sys
 from pathlib import Path
@@ -38,7 +37,7 @@ from ..scene import load_case, load_checks, Scene
 from ..scene import views as V
 from ..scene.surfaces import StructureLayer
 from ..scene.volume import set_interactive
-from ..scene.vtkutil import capture, offscreen_window, vtk
+from ..scene.vtkutil import offscreen_window, vtk
 
 #: How often the plan folder is looked at for new check scans (seconds).
 POLL_S = 1.0
@@ -91,7 +90,6 @@ def check_text(c: Any, plan_dir: Path) -> dict[str, Any]:
         "number": c.number, "created": c.created, "action": action.replace("_", " ").upper(),
         "hit": bool(d.get("target_hit")),
         "lines": c.caption().split("\n"),
-        "words": str(c.correction.get("text") or c.correction.get("words") or ""),
         "page": f"files/checks/{c.number:02d}/check.pdf" if (plan_dir / "checks" / f"{c.number:02d}" /
                                                               "check.pdf").is_file() else "",
     }
@@ -282,10 +280,6 @@ class ReviewSession:
             return "NO SAFE TRAJECTORY at the moved target: " + "; ".join(result.explanation)
         return (f"re-planned at LPS ({', '.join(f'{x:.1f}' for x in self.target)}) mm: {len(self.case.paths)} "
                 "trajectories. NOT SAVED: the plan on file is unchanged")
-
-    def render(self) -> np.ndarray:
-        self.set_moving(False)
-        return capture(self.window)
 
 
 # --- the trame application ---------------------------------------------------------------------

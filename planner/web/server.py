@@ -24,7 +24,7 @@ import secrets
 import signal
 import sys
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,7 +70,6 @@ class Review:
     folder: Path
     process: asyncio.subprocess.Process
     port: int
-    stderr: list[str] = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
@@ -131,7 +130,7 @@ class Reviews:
                 asyncio.get_running_loop().call_later(SPARE_AFTER_S, lambda: asyncio.ensure_future(self.start_spare()))
             review = Review(key, folder, proc, port)
             self.open[key] = review
-            asyncio.ensure_future(self._drain_stderr(review))
+            asyncio.ensure_future(self._drain_stderr(proc))
             return port
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> int:
@@ -159,15 +158,12 @@ class Reviews:
             if line.startswith("FAILED"):
                 raise ReviewFailed(line[len("FAILED"):].strip() or "the plan could not be opened")
 
-    async def _drain_stderr(self, review: Review) -> None:
-        stream = review.process.stderr
-        if stream is None:
-            return
-        while True:
-            line = await stream.readline()
-            if not line:
-                return
-            review.stderr = (review.stderr + [line.decode("utf-8", "replace").rstrip()])[-50:]
+    async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        """Read what a running review writes to its standard error, so that a full pipe never
+        stops it (what it says before it is up is in the 503 page; after, it is VTK's chatter)."""
+        if proc.stderr is not None:
+            while await proc.stderr.readline():
+                pass
 
     async def close(self) -> None:
         self._closing = True

@@ -13,7 +13,7 @@ import hmac
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class PlanEntry:
     target: str = ""
     problem: str = ""
     checks: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         return {"key": self.key, "procedure": self.procedure, "patient": self.patient, "study_date": self.study_date,
