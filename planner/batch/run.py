@@ -97,6 +97,7 @@ class _Progress:
 
 
 def _cluster(scheduler: str | None, workers: int, memory: str) -> tuple[Any, Any, str]:
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -107,8 +108,13 @@ def _cluster(scheduler: str | None, workers: int, memory: str) -> tuple[Any, Any
         return client, None, f"scheduler {scheduler}"
     # one thread per worker process, numerical libraries included: n workers on n cores, not 2n threads
     one = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory,
-                           dashboard_address="127.0.0.1:0", host="127.0.0.1", env=one)
+    # Dask gives its workers MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's adaptive mmap
+    # threshold: every large array of a case is then mapped, zeroed page by page and unmapped
+    # again. Measured on a 60-row cohort: a case took 1.5 times as long (system time 3.5 times,
+    # page faults 8 times). The nannies read it when they are made (and reuse it on a restart).
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory,
+                               dashboard_address="127.0.0.1:0", host="127.0.0.1", env=one)
     return Client(cluster), cluster, f"local cluster of {workers} worker processes, {memory} each"
 
 
