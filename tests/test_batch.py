@@ -271,3 +271,22 @@ def test_sixty_targets_of_the_real_scans(tmp_path):
             assert got["feasible"] == "" and got["error"], got
         else:
             assert got["feasible"] in ("True", "False") and not got["error"], got
+
+
+def test_local_cluster_workers_keep_the_adaptive_malloc_threshold():
+    """Dask's default MALLOC_TRIM_THRESHOLD_ made every case of a cohort 1.5 times slower (see
+    benchmarks/batch.py); the planner's local cluster must start its workers without it, and with
+    one thread for the numerical libraries."""
+    import os
+
+    from planner.batch.run import _cluster
+
+    client, cluster, what = _cluster(None, 1, "2GiB")
+    try:
+        env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "NUMBA_NUM_THREADS")})
+    finally:
+        client.close()
+        cluster.close()
+    assert "1 worker" in what and len(env) == 1
+    (got,) = env.values()
+    assert got == {"MALLOC_TRIM_THRESHOLD_": None, "NUMBA_NUM_THREADS": "1"}
