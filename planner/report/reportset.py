@@ -189,6 +189,8 @@ def _render_scene_views(plan_dir: Path, ct: Image, structures: StructureSet, doc
         case.folder = plan_dir  # the surfaces meshed here are kept for the viewer and the web review
     scene = Scene(case)
     render_views(scene, plan_dir)
+    if case.folder is not None:
+        scene.coarse_meshes  # noqa: B018 - kept now (about 0.5 s on a chest CT), not meshed when a screen opens the plan
     if not scene_html:
         return None
     from .scene_html import FILE, write_scene_html
