@@ -33,21 +33,24 @@ def cache_root() -> Path:
     return (Path(base) if base else Path("~/.cache/planner").expanduser()) / "structures"
 
 
-def _entry(file_sha: str, ct: Image, root: Path | None) -> Path:
-    return (root or cache_root()) / f"{file_sha}-{ct.sha256}.npz"
+def _entry(file_sha: str, ct_sha: str, root: Path | None) -> Path:
+    return (root or cache_root()) / f"{file_sha}-{ct_sha}.npz"
 
 
-def cached_structures(file_sha: str, ct: Image, source: str, root: Path | None = None) -> StructureSet | None:
+def cached_structures(file_sha: str, ct: Image, source: str, root: Path | None = None,
+                      ct_sha256: str | None = None) -> StructureSet | None:
     """The structure set read earlier from the file of SHA-256 ``file_sha`` onto ``ct``, or None;
-    ``source``: the file's path now (each structure's source)."""
-    p = _entry(file_sha, ct, root)
+    ``source``: the file's path now (each structure's source). ``ct_sha256`` stands for
+    ``ct.sha256`` where ``ct`` is a grid whose voxels are not read (a plan's record of them)."""
+    ct_sha = ct_sha256 or ct.sha256
+    p = _entry(file_sha, ct_sha, root)
     if not p.is_file():
         return None
     try:
         with np.load(p, allow_pickle=False) as z:
             info = json.loads(str(z["info"]))
             if info.get("format") != FORMAT or info.get("file_sha256") != file_sha or \
-                    info.get("ct_sha256") != ct.sha256 or tuple(info.get("shape", ())) != tuple(ct.shape) or \
+                    info.get("ct_sha256") != ct_sha or tuple(info.get("shape", ())) != tuple(ct.shape) or \
                     not np.allclose(np.asarray(info["affine"], float), ct.affine, atol=1e-6):
                 return None
             sset = StructureSet.for_image(ct)
@@ -67,7 +70,7 @@ def cached_structures(file_sha: str, ct: Image, source: str, root: Path | None =
 
 def store_structures(file_sha: str, ct: Image, sset: StructureSet, root: Path | None = None) -> None:
     """Keep ``sset`` (read from the file of SHA-256 ``file_sha`` onto ``ct``); best-effort."""
-    p = _entry(file_sha, ct, root)
+    p = _entry(file_sha, ct.sha256, root)
     arrays = {}
     records = []
     for n, s in enumerate(sset):

@@ -38,6 +38,25 @@ def _read(p: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Layers (n_layers, nk, nj, ni), the affine (i, j, k, 1) -> LPS, and the header."""
     import nrrd
 
+    sizes, spatial, affine, header = _geometry(p)
+    try:
+        data, _ = nrrd.read(str(p), index_order="C")  # C order: reversed file axes
+    except Exception as exc:
+        raise InputError(f"{p}: the voxel data cannot be read ({brief(exc)}); the file may be truncated") from None
+    if len(sizes) == 4:
+        list_axis = next(a for a in range(4) if a not in spatial)
+        data = np.moveaxis(data, 3 - list_axis, 0)
+    else:
+        data = data[None]
+    if not np.issubdtype(data.dtype, np.integer):
+        raise InputError(f"{p}: segmentation voxels must be integers, the file holds {data.dtype}")
+    return data, affine, header
+
+
+def _geometry(p: Path) -> tuple[list[int], list[int], np.ndarray, dict[str, Any]]:
+    """From the header alone: the file's sizes, its spatial axes, the affine and the header."""
+    import nrrd
+
     if not p.exists():
         raise InputError(f"{p}: no such file")
     try:
@@ -72,18 +91,15 @@ def _read(p: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     affine = geometry.check_affine(affine, str(p))
     if space in _RAS_NAMES:
         affine = geometry.flip_xy(affine)
-    try:
-        data, _ = nrrd.read(str(p), index_order="C")  # C order: reversed file axes
-    except Exception as exc:
-        raise InputError(f"{p}: the voxel data cannot be read ({brief(exc)}); the file may be truncated") from None
-    if len(sizes) == 4:
-        list_axis = next(a for a in range(4) if a not in spatial)
-        data = np.moveaxis(data, 3 - list_axis, 0)
-    else:
-        data = data[None]
-    if not np.issubdtype(data.dtype, np.integer):
-        raise InputError(f"{p}: segmentation voxels must be integers, the file holds {data.dtype}")
-    return data, affine, dict(header)
+    return sizes, spatial, affine, dict(header)
+
+
+def read_grid(path: str | os.PathLike[str]) -> Image:
+    """The grid of a ``.seg.nrrd`` (its spatial shape (nk, nj, ni) and affine), from its header."""
+    from ..images.image import ImageGrid
+
+    sizes, spatial, affine, _ = _geometry(Path(path))
+    return ImageGrid(tuple(sizes[a] for a in reversed(spatial)), affine)
 
 
 def _segments(header: dict[str, Any], n_layers: int, p: Path) -> list[dict[str, Any]]:
@@ -121,11 +137,19 @@ def _segments(header: dict[str, Any], n_layers: int, p: Path) -> list[dict[str, 
     return out
 
 
-def load_slicer_seg(path: str | os.PathLike[str], ct: Image, *, cache: bool = True) -> StructureSet:
+def load_slicer_seg(path: str | os.PathLike[str], ct: Image, *, cache: bool = True,
+                    ct_sha256: str | None = None) -> StructureSet:
     """Read a 3D Slicer ``.seg.nrrd`` onto the CT grid (see :func:`read_slicer_seg`); with
     ``cache``, a file read before onto the same CT comes from :mod:`.mask_cache` (same bytes,
-    same voxels), and a file read now is kept there."""
-    if not cache:
+    same voxels), and a file read now is kept there.
+
+    ``ct`` may be a grid only (:class:`~planner.images.image.ImageGrid`, a CT not read yet) with
+    ``ct_sha256`` the voxel hash a plan recorded of it: the cache is then only read (an entry's
+    masks depend on the file's bytes and the grid, both checked; the hash names the entry)."""
+    from ..images.image import ImageGrid
+
+    grid_only = isinstance(ct, ImageGrid)
+    if not cache or (grid_only and not ct_sha256):
         return read_slicer_seg(path, ct)
     from . import mask_cache
 
@@ -133,7 +157,9 @@ def load_slicer_seg(path: str | os.PathLike[str], ct: Image, *, cache: bool = Tr
         sha = mask_cache.file_sha256(path)
     except OSError:
         return read_slicer_seg(path, ct)  # the reader says what is wrong with the path
-    sset = mask_cache.cached_structures(sha, ct, str(Path(path)))
+    sset = mask_cache.cached_structures(sha, ct, str(Path(path)), ct_sha256=ct_sha256 if grid_only else None)
+    if sset is None and grid_only:
+        return read_slicer_seg(path, ct)
     if sset is None:
         sset = read_slicer_seg(path, ct)
         mask_cache.store_structures(sha, ct, sset)

@@ -228,6 +228,47 @@ class Image:
         )
 
 
+class ImageGrid(Image):
+    """The grid of an image whose voxels are not read (yet): its shape, affine and metadata.
+
+    Enough to place surfaces, needles and a camera in patient space; anything that needs the
+    voxels (a slice, a hash, a volume rendering) raises :class:`GeometryError` instead of
+    drawing a blank scan.
+    """
+
+    __slots__ = ("_shape",)
+
+    def __init__(self, shape: tuple[int, int, int], affine: np.ndarray, meta: ImageMeta | None = None):
+        super().__init__(np.zeros((1, 1, 1), np.int16), affine, meta)
+        self._shape = tuple(int(n) for n in shape)
+        if len(self._shape) != 3 or min(self._shape) < 1:
+            raise GeometryError(f"an image grid needs three positive sizes, got {shape}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._shape  # type: ignore[return-value]
+
+    def _no_voxels(self) -> GeometryError:
+        return GeometryError(f"the voxels of {self._meta.source or 'this image'} are not read yet (a grid only)")
+
+    @property
+    def voxels(self) -> np.ndarray:
+        raise self._no_voxels()
+
+    @property
+    def sha256(self) -> str:
+        raise self._no_voxels()
+
+    def with_voxels(self, voxels: np.ndarray, meta: ImageMeta | None = None) -> "Image":
+        raise self._no_voxels()
+
+    def with_meta(self, **changes: Any) -> "Image":
+        return ImageGrid(self._shape, self._affine, self._meta.replace(**changes))
+
+    def describe(self) -> dict[str, Any]:
+        raise self._no_voxels()
+
+
 def check_voxel_count(shape: tuple[int, ...], what: str) -> None:
     """Refuse grids too large to be a real scan, before any memory is allocated."""
     n = 1

@@ -4,7 +4,7 @@ Report code calls :func:`render_views` (a plan folder or a :class:`Case` -> PNG 
 the interactive viewer (:mod:`planner.viewer`) builds on the same blocks.
 """
 
-from .case import ActualNeedle, Case, NeedlePath, RiskMap, case_from_objects, gauge_diameter_mm, load_case, load_checks
+from .case import ActualNeedle, Case, NeedlePath, RiskMap, case_from_objects, gauge_diameter_mm, load_case, load_checks, read_case_ct
 from .views import REPORT_VIEWS, SLICE_VIEWS, Scene, View, build_view, render_views
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "case_from_objects",
     "gauge_diameter_mm",
     "load_case",
+    "read_case_ct",
     "load_checks",
     "render_views",
 ]

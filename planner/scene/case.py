@@ -212,34 +212,37 @@ def case_from_objects(
 
 
 def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] | None = None,
-              check: int | str | None = "latest") -> Case:
+              check: int | str | None = "latest", voxels: bool = True) -> Case:
     """Reopen a plan folder: ``plan.json``, its CT (``image.source`` or ``ct_path``), structures,
     risk map, and the needles of its check scans (``checks/NN``): the views show the ``check``
-    numbered so, the latest by default, or none (``None``)."""
-    from ..anatomy.slicer_seg import load_slicer_seg
-    from ..images import load_image
+    numbered so, the latest by default, or none (``None``).
 
+    ``voxels=False`` leaves the CT unread where the folder has its structures: the case's ``ct``
+    is then the structures' grid (:class:`~planner.images.image.ImageGrid`), enough for the 3D
+    scene of surfaces and needles, until :func:`read_case_ct` reads and checks the CT."""
+    from ..anatomy.slicer_seg import load_slicer_seg, read_grid
+    from ..images.image import ImageGrid, ImageMeta
     from ..planning.output import read_plan
 
     d = Path(plan_dir)
-    pj = d / "plan.json"
     plan = read_plan(d)
-    source = ct_path if ct_path is not None else plan.get("image", {}).get("source")
-    if not source:
-        raise InputError(f"{pj}: image.source is empty; give the CT path")
-    im = plan.get("image", {})
-    ct = load_image(source, modality=im.get("modality") or "CT", echo=im.get("echo"), phase=im.get("phase"))
-    want = im.get("sha256")
-    if want and ct.sha256 != want:
-        raise InputError(f"{source}: this scan is not the one {pj} was planned on (voxel hash differs)")
+    source = _ct_source(d, plan, ct_path)
     seg = d / "structures.seg.nrrd"
-    sset = load_slicer_seg(seg, ct) if seg.is_file() else None
+    im = plan.get("image", {})
+    if voxels or not seg.is_file():
+        ct = _read_ct(d, plan, source)
+        sset = load_slicer_seg(seg, ct) if seg.is_file() else None
+    else:
+        grid = read_grid(seg)
+        ct = ImageGrid(grid.shape, grid.affine, ImageMeta(modality=str(im.get("modality") or "CT"), source=str(source),
+                                                          frame_of_reference_uid=str(im.get("frame_of_reference_uid") or "")))
+        sset = load_slicer_seg(seg, ct, ct_sha256=im.get("sha256"))
     rm = d / "risk_map.npz"
     risk = RiskMap.load(rm) if rm.is_file() else None
     case = case_from_objects(ct, sset, plan, risk, title=str(plan.get("procedure", "")))
     case.folder = d if sset is not None else None
     case.checks, case.notes = load_checks(d)
-    if plan.get("pet"):
+    if plan.get("pet") and voxels:
         load_pet_layer(case, plan["pet"])
     if check is not None and case.checks:
         if check == "latest":
@@ -250,6 +253,44 @@ def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] 
                 raise InputError(f"{d / 'checks'}: no check {check} (checks: {[c.number for c in case.checks]})")
             case.actual = found[0]
     return case
+
+
+def read_case_ct(case: Case, plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] | None = None) -> None:
+    """Read the CT of a case loaded with ``voxels=False`` (checked against the plan's voxel hash,
+    as :func:`load_case` does), with its structures on the CT's grid and its PET; nothing to do
+    for a case whose CT is read."""
+    from ..anatomy.slicer_seg import load_slicer_seg
+    from ..images.image import ImageGrid
+
+    if not isinstance(case.ct, ImageGrid):
+        return
+    d = Path(plan_dir)
+    plan = case.plan or {}
+    ct = _read_ct(d, plan, _ct_source(d, plan, ct_path))
+    sset = case.structures
+    if sset is not None and not (sset.shape == ct.shape and np.allclose(sset.affine, ct.affine, atol=1e-4)):
+        sset = load_slicer_seg(d / "structures.seg.nrrd", ct)
+    case.structures, case.ct = sset, ct
+    if plan.get("pet"):
+        load_pet_layer(case, plan["pet"])
+
+
+def _ct_source(d: Path, plan: dict[str, Any], ct_path: str | os.PathLike[str] | None) -> Any:
+    source = ct_path if ct_path is not None else plan.get("image", {}).get("source")
+    if not source:
+        raise InputError(f"{d / 'plan.json'}: image.source is empty; give the CT path")
+    return source
+
+
+def _read_ct(d: Path, plan: dict[str, Any], source: Any) -> Image:
+    from ..images import load_image
+
+    im = plan.get("image", {})
+    ct = load_image(source, modality=im.get("modality") or "CT", echo=im.get("echo"), phase=im.get("phase"))
+    want = im.get("sha256")
+    if want and ct.sha256 != want:
+        raise InputError(f"{source}: this scan is not the one {d / 'plan.json'} was planned on (voxel hash differs)")
+    return ct
 
 
 def load_pet_layer(case: Case, pet: dict[str, Any]) -> None:
