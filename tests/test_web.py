@@ -183,6 +183,12 @@ def test_the_review_draws_the_scene_with_the_target_where_the_camera_puts_it(ser
     assert whole.mean() < 0.02
     text = browser.find_element("id", "traj-text-1").text
     assert "#1 of 3" in text and "Entry slice: table position z" in text and "Needle" in text
+    # room mode, readable from 2 m: the headline in large type, light on dark, big touch targets
+    px = browser.execute_script("var e = document.getElementById('headline-1'), b = document.getElementById('next');"
+                                "return [parseFloat(getComputedStyle(e).fontSize), getComputedStyle(e).color,"
+                                " b.getBoundingClientRect().height]")
+    assert px[0] >= 28 and px[2] >= 60, px
+    assert min(int(c) for c in re.findall(r"\d+", px[1])[:3]) >= 200, px  # light text
     browser.save_screenshot(str(ARTEFACTS / "review-chest-1280x800.png"))
 
 
@@ -279,7 +285,9 @@ def test_nothing_outside_the_plans_is_served(server, root):
                  f"/case/{key}/files/..%2f..%2f..%2fetc%2fpasswd", f"/case/{key}/files/plan.json",
                  f"/case/{key}/files/structures.seg.nrrd", f"/case/{key}/../../etc/passwd",
                  f"/case/{key}/..%2f..%2f..%2f..%2fetc%2fpasswd", "/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
-                 "/case/0000000000000000000a/", "/case/ward-a/chest/", "/etc/passwd"):
+                 "/case/0000000000000000000a/", "/case/ward-a/chest/", "/etc/passwd",
+                 f"/case/{key}/assets/../../../../etc/passwd", f"/case/{key}/assets/..%2f..%2fplan.json",
+                 f"/case/{key}/__trame_vtk_0/../../../../etc/passwd", f"/case/{key}/vue.global.js/../plan.json"):
         status, body, _ = _raw_get(server, path)
         assert status in (400, 403, 404), (path, status)
         assert b"root:" not in body and b"series_instance_uid" not in body, path
@@ -380,3 +388,75 @@ def test_bad_roots_and_a_taken_port_are_one_line_errors(root, tmp_path, capsys):
         assert main(["serve", str(root["root"]), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert "not a folder" in err and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def _copy_plan(src: Path, dst: Path, **image: str) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    doc = json.loads((dst / "plan.json").read_text())
+    doc["image"].update(image)
+    (dst / "plan.json").write_text(json.dumps(doc))
+    return dst
+
+
+def test_the_3d_view_comes_before_the_ct_and_a_ct_that_is_not_the_plans_is_said(root, tmp_path):
+    """The review draws its 3D scene from the plan folder (structures, surfaces) and reads the CT
+    after the first frame: then the CT is the one planned on (voxel hash) and the structures the
+    same as a full load; a CT that is not the plan's shows no slice and says why."""
+    from planner.errors import GeometryError
+    from planner.images.image import ImageGrid
+    from planner.scene import load_case
+    from planner.web.review import ReviewSession
+
+    s = ReviewSession(root["knee"])
+    try:
+        assert isinstance(s.case.ct, ImageGrid) and s.view.info["layer"].present_classes()
+        with pytest.raises(GeometryError):
+            s.case.ct.voxels  # noqa: B018 - a grid never passes for a scan (no blank slice)
+        full = load_case(root["knee"])
+        assert s.case.ct.shape == full.ct.shape and np.allclose(s.case.ct.affine, full.ct.affine)
+        assert set(s.case.structures.names()) == set(full.structures.names())
+        assert s.slice_images() and not s.ct_problem
+        assert not isinstance(s.case.ct, ImageGrid) and s.case.ct.sha256 == full.ct.sha256
+        for name in full.structures.names():
+            assert int(s.case.structures.mask(name).sum()) == int(full.structures.mask(name).sum()), name
+    finally:
+        s.window.Finalize()
+    other = _copy_plan(root["knee"], tmp_path / "other", sha256="0" * 64)
+    s = ReviewSession(other)
+    try:
+        assert s.slice_images() == {}
+        assert "not the one" in s.ct_problem and "planned on" in s.ct_problem
+    finally:
+        s.window.Finalize()
+
+
+def test_the_page_loads_while_its_review_starts_and_a_review_that_cannot_start_says_why(root, tmp_path):
+    """The index and the page's scripts come at once (the review starts meanwhile); the page asks
+    the server whether its review is up: 204, or the 503 page with the reason."""
+    import shutil
+
+    plans = tmp_path / "plans"
+    shutil.copytree(root["knee"], plans / "knee")
+    gone = _copy_plan(root["knee"], plans / "gone", source=str(tmp_path / "no-such-ct"))
+    (gone / "structures.seg.nrrd").unlink()  # nothing to draw without the CT: the review cannot start
+    proc, url = _start_server(plans)
+    try:
+        import urllib.request
+
+        rows = json.load(urllib.request.urlopen(url + "api/worklist", timeout=WAIT_S))
+        assert len(rows) == 2
+        for r in rows:
+            status, body, _ = _raw_get(url, f"/case/{r['key']}/")
+            assert status == 200 and b'rel="preload"' in body and b"__planner_status" in body
+            status, js, _ = _raw_get(url, f"/case/{r['key']}/vue.global.js")
+            assert status == 200 and len(js) > 10000
+        status_of = {}
+        for r in rows:
+            status, body, _ = _raw_get(url, f"/case/{r['key']}/__planner_status")
+            status_of[status] = body.decode("utf-8", "replace")
+        assert set(status_of) == {204, 503}, status_of
+        assert "could not start" in status_of[503] and "no-such-ct" in status_of[503]
+    finally:
+        _stop(proc)

@@ -10,8 +10,11 @@ structure surfaces, every trajectory, the risk map, the check scans' needles) re
 with VTK and streamed as images (trame-vtk's remote view; coarse meshes and a smaller image
 while it moves). The planning slice, the bull's-eye and the progression view are the
 report's views of the selected trajectory. The text beside them is the report's own
-(:mod:`planner.report.facts`). Checks written into ``checks/NN`` while the page is open
-appear without a reload.
+(:mod:`planner.report.facts`). The 3D view is built from the plan folder (its structures and
+surfaces) before the CT is read: the CT (about 1 s for a chest series) is read and checked
+against the plan's voxel hash after the first frame, for the slice images; a CT that cannot be
+read, or is not the plan's, hides the plan and says why in red. Checks written into
+``checks/NN`` while the page is open appear without a reload.
 
 Startup protocol (for ``planner serve``): the process prints ``WAITING`` once its libraries are
 loaded when started with ``--wait``, reads the plan folder from its standard input, and prints
@@ -25,6 +28,7 @@ import asyncio
 import base64
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ import numpy as np
 
 from ..errors import PlannerError
 from ..report.facts import trajectory_rows, warnings_of
-from ..scene import load_case, load_checks, Scene
+from ..scene import load_case, load_checks, read_case_ct, Scene
 from ..scene import views as V
 from ..scene.surfaces import StructureLayer
 from ..scene.volume import set_interactive
@@ -41,9 +45,12 @@ from ..scene.vtkutil import offscreen_window, vtk
 
 #: How often the plan folder is looked at for new check scans (seconds).
 POLL_S = 1.0
-#: Seconds after the page's server is up that the slice images are drawn (the browser asks for
-#: the page and the first 3D frame meanwhile; the images follow without a reload).
-LATER_S = 1.5
+#: The slice images are drawn once the first 3D frame is out: after a render of the view at a
+#: screen's size followed by QUIET_S without another (a page settling its layout asks for a few
+#: in a row), or LATER_S after the page's server is up at the latest. Drawing them takes about
+#: 0.5 s, during which the view waits; the images follow without a reload.
+QUIET_S = 0.35
+LATER_S = 6.0
 #: Pixel size of the planning slice, bull's-eye and progression images.
 SLICE_SIZE = (720, 540)
 SLICE_VIEWS = {"planning": V.planning_slice, "bullseye": V.bullseye, "progression": V.progression}
@@ -101,7 +108,10 @@ class ReviewSession:
     def __init__(self, plan_dir: str | os.PathLike[str], allow_replan: bool = False, size: tuple[int, int] = (900, 700),
                  library: str | None = None, record_choices: bool = False):
         self.plan_dir = Path(plan_dir)
-        self.case = load_case(self.plan_dir)
+        # The 3D view comes first, from the folder's structures and surfaces; the CT (about 1 s
+        # for a chest series) is read and checked against the plan after the first frame (read_ct).
+        self.case = load_case(self.plan_dir, voxels=False)
+        self.ct_problem = ""
         self.scene = Scene(self.case)
         self.allow_replan = allow_replan
         self.library = library
@@ -136,9 +146,21 @@ class ReviewSession:
         ts = sorted(plan.get("trajectories") or [], key=lambda t: int(t.get("rank", 0)))
         return [trajectory_text(t, len(ts)) for t in ts]
 
+    def read_ct(self) -> bool:
+        """Read the plan's CT (checked against the plan's voxel hash) if not yet read; False, with
+        the reason in ``ct_problem``, when it cannot be: the review then shows no slice and says why."""
+        if self.ct_problem:
+            return False
+        try:
+            read_case_ct(self.case, self.plan_dir)
+        except (PlannerError, OSError, ValueError) as exc:
+            self.ct_problem = f"The plan's CT cannot be shown: {' '.join(str(exc).split())}"
+            return False
+        return True
+
     def slice_images(self) -> dict[str, str]:
         """The selected trajectory's planning slice, bull's-eye and progression, as data URLs."""
-        if not self.case.paths:
+        if not self.case.paths or not self.read_ct():
             return {}
         out = {}
         for name, build in SLICE_VIEWS.items():
@@ -215,7 +237,8 @@ class ReviewSession:
             "study_date": str((plan.get("study") or {}).get("date") or ""),
             "target": (f"{tgt.get('label', 'target')} at LPS ({', '.join(f'{x:.1f}' for x in p)}) mm"
                        if p else "no target"),
-            "status": "feasible" if plan.get("status") == "ok" and self.case.paths else "NO SAFE TRAJECTORY",
+            "status": "CT NOT SHOWN" if self.ct_problem else
+                      "feasible" if plan.get("status") == "ok" and self.case.paths else "NO SAFE TRAJECTORY",
             "warnings": warnings_of(plan),
         }
 
@@ -272,6 +295,8 @@ class ReviewSession:
             raise PlannerError("this review is read-only (planner serve --allow-replan allows re-planning)")
         from ..viewer import replan_case
 
+        if not self.read_ct():
+            raise PlannerError(self.ct_problem)
         result, self._session = replan_case(self.case, self.target, getattr(self, "_session", None))
         self.replanned = True
         self.selected = self.case.paths[0].rank if self.case.paths else 0
@@ -301,7 +326,7 @@ html, body, .v-application { background: #0b0d12 !important; color: #f2f2f2; }
 def build_app(session: ReviewSession, server: Any) -> Any:
     """The page of ``session`` on the trame ``server`` (vue3 + vuetify3); returns the 3D view widget."""
     from trame.ui.vuetify3 import SinglePageLayout
-    from trame.widgets import html, vuetify3 as v3
+    from trame.widgets import client, html, vuetify3 as v3
     from trame.widgets import vtk as vtkw
 
     state, ctrl = server.state, server.controller
@@ -321,15 +346,22 @@ def build_app(session: ReviewSession, server: Any) -> Any:
     state.target_xyz = None if session.target is None else [round(float(x), 1) for x in session.target]
     state.camera = session.camera()
     state.frame = 0  # counts the 3D frames pushed after a change (the tests wait on it)
+    state.ct_problem = ""  # the CT cannot be read or is not the plan's: said in red, the plan hidden
 
     def push() -> None:
         state.camera = session.camera()
         state.frame += 1
         ctrl.view_update()
 
+    def show_ct_problem() -> None:
+        if session.ct_problem and not state.ct_problem:
+            state.ct_problem = session.ct_problem
+            state.header = session.header()
+
     def show_selection() -> None:
         state.selected = session.selected
         state.images = session.slice_images()
+        show_ct_problem()
         push()
 
     @ctrl.set("select")
@@ -392,11 +424,25 @@ def build_app(session: ReviewSession, server: Any) -> Any:
                     state.messages = session.messages
                     push()
 
+    renders = {"n": 0, "last": 0.0}
+
+    def rendered(*_: Any) -> None:
+        renders["last"] = time.monotonic()
+        renders["n"] += min(session.window.GetSize()) >= 200  # not the page's layout still settling
+
+    session.window.AddObserver("EndEvent", rendered)
+
     async def later_images() -> None:
-        await asyncio.sleep(LATER_S)
+        start = time.monotonic()
+        n0 = renders["n"]  # a render before the server is up is not a screen's
+        while time.monotonic() - start < LATER_S:
+            await asyncio.sleep(0.05)
+            if renders["n"] > n0 and time.monotonic() - renders["last"] >= QUIET_S:
+                break
         if not state.images:
             with state:
                 state.images = session.slice_images()
+                show_ct_problem()
 
     ctrl.on_server_ready.add(lambda **_: asyncio.ensure_future(watch_checks()))
     ctrl.on_server_ready.add(lambda **_: asyncio.ensure_future(later_images()))
@@ -413,9 +459,10 @@ def build_app(session: ReviewSession, server: Any) -> Any:
             html.Span("{{ header.status }}", id="status",
                       classes=("header.status === 'feasible' ? 'text-green' : 'text-red'",), style="font-size:22px;margin-right:16px")
         with layout.content:
-            html.Style(CSS)
+            client.Style(CSS)  # a <style> in a Vue 3 template is dropped: injected this way
             with v3.VContainer(fluid=True, classes="room pa-2"):
-                with v3.VRow(dense=True):
+                html.Div("{{ ct_problem }}", v_if="ct_problem", id="ct-problem", classes="bad big pa-4")
+                with v3.VRow(dense=True, v_show="!ct_problem"):
                     with v3.VCol(cols=12, md=7):
                         with html.Div(style="height:62vh;min-height:360px;position:relative", id="view3d-box"):
                             view = vtkw.VtkRemoteView(session.window, ref="view3d", interactive_ratio=0.6,

@@ -103,6 +103,15 @@ class Reviews:
             *self._command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env)
 
+    def start(self, key: str, folder: Path) -> None:
+        """Start the review of ``folder`` now, without waiting for it (its page's files are being
+        served); whoever needs it next waits for it, or hears why it failed (port_for)."""
+        r = self.open.get(key)
+        if r is not None and r.alive:
+            return
+        task = asyncio.ensure_future(self.port_for(key, folder))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # said again by port_for to its caller
+
     async def _take_spare(self) -> asyncio.subprocess.Process:
         if self._spare is None or self._spare.returncode is not None:
             await self.start_spare()
@@ -228,6 +237,45 @@ def message_page(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=page, content_type="text/html", headers=SECURITY_HEADERS)
 
 
+# --- the review page's static files ------------------------------------------------------------
+#: Where the index page asks whether its review came up (204) or why it did not (the 503 page).
+STATUS = "__planner_status"
+
+
+class PageFiles:
+    """The review page's static files: the trame client and the scripts and styles of the widget
+    modules the review uses, exactly the files its process would serve. The front serves them
+    itself, so a browser loads and compiles the page while the plan's review process is still
+    loading the plan (it connects when the review is up); the index page preloads the modules'
+    files and shows the 503 page if the review cannot start."""
+
+    def __init__(self) -> None:
+        from trame_client.module import vue3
+        from trame_vtk.modules import common as vtk_module
+        from trame_vuetify.module import v3 as vuetify_module
+
+        self.www = Path(vue3.www).resolve()
+        self.dirs: dict[str, Path] = {}
+        preload: list[str] = []
+        for m in (vuetify_module, vtk_module):
+            self.dirs.update({k: Path(v).resolve() for k, v in m.serve.items()})
+            preload += [f'<link rel="preload" as="script" href="{html.escape(u)}">' for u in getattr(m, "scripts", [])]
+            preload += [f'<link rel="preload" as="style" href="{html.escape(u)}">' for u in getattr(m, "styles", [])]
+        status = (f'<script>fetch("{STATUS}").then(r => r.status === 204 ? "" : r.text()).then(t => {{ if (t) '
+                  '{ document.open(); document.write(t); document.close(); } });</script>')
+        index = (self.www / "index.html").read_text("utf-8")
+        self.index = index.replace("</head>", "\n".join(preload + [status]) + "\n</head>", 1)
+
+    def path(self, tail: str) -> Path | None:
+        """The file of ``tail`` (a path under ``/case/<key>/``, already free of ``..``), or None."""
+        head, _, rest = tail.partition("/")
+        base, rel = (self.dirs[head], rest) if head in self.dirs else (self.www, tail)
+        if not rel or rel == "index.html":
+            return None
+        p = (base / rel).resolve()
+        return p if p.is_relative_to(base) and p.is_file() else None
+
+
 # --- the front server ---------------------------------------------------------------------------
 def _bad_tail(tail: str) -> bool:
     parts = tail.replace("\\", "/").split("/")
@@ -239,6 +287,7 @@ def make_app(root: str | os.PathLike[str], token: str | None = None, allow_repla
              record_choices: bool = False) -> web.Application:
     worklist = Worklist(root, secrets.token_bytes(32))
     reviews = Reviews(allow_replan, library, record_choices)
+    page_files = PageFiles()
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -290,10 +339,19 @@ def make_app(root: str | os.PathLike[str], token: str | None = None, allow_repla
         folder = open_review.folder if open_review is not None and open_review.alive else worklist.folder(key)
         if folder is None:
             return message_page(404, "No such plan (the worklist is rebuilt when the server restarts).")
+        if request.method == "GET" and tail in ("", "index.html"):
+            reviews.start(key, folder)  # the page loads meanwhile
+            return web.Response(text=page_files.index, content_type="text/html", headers={"Cache-Control": "no-store"})
+        static = page_files.path(tail) if request.method in ("GET", "HEAD") else None
+        if static is not None:
+            reviews.start(key, folder)
+            return web.FileResponse(static, headers={"Cache-Control": "no-cache"})
         try:
             port = await reviews.port_for(key, folder)
         except ReviewFailed as exc:
             return message_page(503, f"This plan's review could not start: {exc}")
+        if tail == STATUS:
+            return web.Response(status=204, headers={"Cache-Control": "no-store"})
         url = f"http://127.0.0.1:{port}/{tail}"
         if request.query_string:
             url += "?" + request.query_string
