@@ -123,6 +123,14 @@ def _view_png(driver) -> np.ndarray:
     return np.asarray(PILImage.open(io.BytesIO(box.screenshot_as_png)).convert("RGB")).astype(int)
 
 
+def _click(driver, element_id: str) -> None:
+    """Click a button as a finger would: scrolled to the middle of the screen first (the page's
+    header stays on top and would take a click at the very top)."""
+    e = driver.find_element("id", element_id)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", e)
+    e.click()
+
+
 def _frame(driver) -> int:
     return int(driver.find_element("id", "frame").get_attribute("textContent") or 0)
 
@@ -202,7 +210,7 @@ def test_choosing_trajectory_2_changes_the_text_and_the_view(server, browser, ro
     before = _view_png(browser)
     slice_before = browser.find_element("id", "slice-image").get_attribute("src")
     frame = _frame(browser)
-    browser.find_element("id", "traj-2").click()
+    _click(browser, "traj-2")
     _wait(browser, lambda d: d.find_element("id", "traj-text-2").is_displayed(), "trajectory #2's text")
     _wait(browser, lambda d: _frame(d) > frame, "a new 3D frame after the choice")
     _wait(browser, lambda d: np.abs(_view_png(d) - before).mean() > 0.05, "the 3D view changing")
@@ -253,7 +261,7 @@ def test_two_browsers_at_once_each_review_their_own_plan(server, browser, root):
         _open_review(other, f"{server}case/{knee}/")
         assert "knee" in other.find_element("id", "procedure").text.lower()
         selected_chest = browser.find_element("css selector", "div.traj-text:not([style*='none'])").get_attribute("id")
-        other.find_element("id", "next").click()
+        _click(other, "next")
         _wait(other, lambda d: d.find_element("id", "traj-text-2").is_displayed(), "the knee's #2")
         # the chest page did not move
         assert browser.find_element("css selector", "div.traj-text:not([style*='none'])").get_attribute("id") \
@@ -349,18 +357,18 @@ def test_with_allow_replan_the_target_moves_and_is_planned_again_without_touchin
     _wait(browser, lambda d: d.find_elements("css selector", "#similar .similar-case"), "the similar cases")
     assert "case " in browser.find_element("id", "similar").text
     # the choice of trajectory is recorded for the plan on file
-    browser.find_element("id", "traj-2").click()
+    _click(browser, "traj-2")
     _wait(browser, lambda d: "#2" in d.find_element("id", "record-choice").text, "the record button for #2")
-    browser.find_element("id", "record-choice").click()
+    _click(browser, "record-choice")
     _wait(browser, lambda d: d.find_elements("id", "choice") and "#2" in d.find_element("id", "choice").text,
           "the recorded choice")
     doc = json.loads((root["knee"] / "choice.json").read_text())
     assert doc["rank"] == 2 and doc["by"] == "web"
     # move the target 2 mm to the patient's left, then plan again
     start = json.loads(browser.find_element("id", "camera-json").get_attribute("textContent"))["target"]
-    browser.find_element("id", "move-L").click()
+    _click(browser, "move-L")
     _wait(browser, lambda d: "moved" in d.find_element("id", "message").text, "the target moved")
-    browser.find_element("id", "replan").click()
+    _click(browser, "replan")
     _wait(browser, lambda d: "NOT SAVED" in d.find_element("id", "message").text
           or "NO SAFE" in d.find_element("id", "message").text, "the re-plan")
     assert "NOT SAVED" in browser.find_element("id", "message").text
@@ -368,7 +376,7 @@ def test_with_allow_replan_the_target_moves_and_is_planned_again_without_touchin
     np.testing.assert_allclose(np.subtract(moved, start), [2.0, 0.0, 0.0], atol=1e-6)
     assert file_sha256(root["knee"] / "plan.json") == before  # the plan on file is unchanged
     # a choice is never recorded for trajectories that are not on file
-    browser.find_element("id", "record-choice").click()
+    _click(browser, "record-choice")
     _wait(browser, lambda d: "not saved" in d.find_element("id", "message").text, "the refusal")
     assert json.loads((root["knee"] / "choice.json").read_text())["rank"] == 2
 
