@@ -51,6 +51,8 @@ START_TIMEOUT_S = 120.0
 MAX_REVIEWS = 8
 #: Seconds after a review is up that the next spare starts loading (not while the browser loads).
 SPARE_AFTER_S = 4.0
+#: Seconds a review that failed to start is said to have failed without trying again.
+FAILED_FOR_S = 10.0
 #: Files of a plan folder the pages may link to (relative paths, matched whole).
 SERVED = re.compile(r"^(report\.pdf|report\.html|scene3d\.html|images/[A-Za-z0-9_.-]+\.png|"
                     r"checks/\d{2,4}/[A-Za-z0-9_.-]+\.(png|pdf|html)|checks/index\.html)$")
@@ -87,6 +89,7 @@ class Reviews:
         self._spare: asyncio.subprocess.Process | None = None
         self._spare_ready: asyncio.Future[bool] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._failed: dict[str, tuple[float, str]] = {}  # key -> (when, why) of its last failed start
         self._closing = False
 
     def _command(self) -> list[str]:
@@ -126,21 +129,31 @@ class Reviews:
             if r is not None and r.alive:
                 return r.port
             self.open.pop(key, None)
-            if len([x for x in self.open.values() if x.alive]) >= MAX_REVIEWS:
-                raise ReviewFailed(f"{MAX_REVIEWS} reviews are open already; close one (it stops after it "
-                                   "sits unused) and try again")
-            proc = await self._take_spare()
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write((str(folder) + "\n").encode())
-            await proc.stdin.drain()
+            failed = self._failed.get(key)
+            if failed is not None and asyncio.get_running_loop().time() - failed[0] < FAILED_FOR_S:
+                raise ReviewFailed(failed[1])  # the page's next requests hear it, without another try
             try:
-                port = await self._wait_ready(proc)
-            finally:  # the next plan opens as fast; loaded once this one is up (2 cores: not side by side)
-                asyncio.get_running_loop().call_later(SPARE_AFTER_S, lambda: asyncio.ensure_future(self.start_spare()))
-            review = Review(key, folder, proc, port)
-            self.open[key] = review
-            asyncio.ensure_future(self._drain_stderr(proc))
-            return port
+                return await self._start(key, folder)
+            except ReviewFailed as exc:
+                self._failed[key] = (asyncio.get_running_loop().time(), str(exc))
+                raise
+
+    async def _start(self, key: str, folder: Path) -> int:
+        if len([x for x in self.open.values() if x.alive]) >= MAX_REVIEWS:
+            raise ReviewFailed(f"{MAX_REVIEWS} reviews are open already; close one (it stops after it "
+                               "sits unused) and try again")
+        proc = await self._take_spare()
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write((str(folder) + "\n").encode())
+        await proc.stdin.drain()
+        try:
+            port = await self._wait_ready(proc)
+        finally:  # the next plan opens as fast; loaded once this one is up (2 cores: not side by side)
+            asyncio.get_running_loop().call_later(SPARE_AFTER_S, lambda: asyncio.ensure_future(self.start_spare()))
+        review = Review(key, folder, proc, port)
+        self.open[key] = review
+        asyncio.ensure_future(self._drain_stderr(proc))
+        return port
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> int:
         assert proc.stdout is not None
@@ -344,7 +357,6 @@ def make_app(root: str | os.PathLike[str], token: str | None = None, allow_repla
             return web.Response(text=page_files.index, content_type="text/html", headers={"Cache-Control": "no-store"})
         static = page_files.path(tail) if request.method in ("GET", "HEAD") else None
         if static is not None:
-            reviews.start(key, folder)
             return web.FileResponse(static, headers={"Cache-Control": "no-cache"})
         try:
             port = await reviews.port_for(key, folder)
