@@ -30,36 +30,43 @@ def _noop(x: int) -> int:
     return x
 
 
-ONE_THREAD = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 _SEQUENTIAL = """
-import sys, time
-from planner.batch.manifest import read_manifest
-from planner.batch.run import input_key
-from planner.batch.tasks import plan_case
-hashes = {}
-t = time.perf_counter()
-for r in read_manifest(sys.argv[1]):
-    row = {**r.__dict__, "key": r.key, "folder": r.folder}
-    row.pop("raw", None)
-    plan_case(row, sys.argv[2], input_key(r, hashes, False), False)
-print(time.perf_counter() - t)
+import sys
+sys.path.insert(0, sys.argv[3])
+from batch import sequential
+print(sequential(sys.argv[1], sys.argv[2]))
 """
+
+
+def sequential(manifest: str, out: str) -> float:
+    """Seconds to plan every row of ``manifest`` one after the other in this process, with the
+    cluster's own task code."""
+    from planner.batch.manifest import read_manifest
+    from planner.batch.run import input_key, task_row
+    from planner.batch.tasks import plan_case
+
+    hashes: dict[str, str] = {}
+    t = time.perf_counter()
+    for r in read_manifest(manifest):
+        plan_case(task_row(r), out, input_key(r, hashes, False), False)
+    return time.perf_counter() - t
 
 
 def _sequential_one_thread(manifest: Path, out: Path) -> float:
     import os
     import subprocess
 
+    from planner.batch.run import ONE_THREAD
+
     env = dict(os.environ, **ONE_THREAD)
-    done = subprocess.run([sys.executable, "-c", _SEQUENTIAL, str(manifest), str(out)], env=env, check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _SEQUENTIAL, str(manifest), str(out), str(Path(__file__).parent)],
+                          env=env, check=True, capture_output=True, text=True)
     return float(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     from planner.batch.manifest import read_manifest
-    from planner.batch.run import input_key, run_batch
-    from planner.batch.tasks import plan_case
+    from planner.batch.run import run_batch
     from planner.testing.cohort import DATA, build_cohort
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -77,13 +84,7 @@ def main() -> int:
         print(f"cohort of {len(cohort.rows)} rows built (segmentation included, not counted): "
               f"{time.perf_counter() - t:.0f} s", flush=True)
         rows = read_manifest(cohort.manifest)
-        t = time.perf_counter()
-        hashes: dict[str, str] = {}
-        for r in rows:  # one process, one case after the other, the same task code
-            row = {**r.__dict__, "key": r.key, "folder": r.folder}
-            row.pop("raw", None)
-            plan_case(row, str(tmp / "sequential"), input_key(r, hashes, False), False)
-        seq = time.perf_counter() - t
+        seq = sequential(str(cohort.manifest), str(tmp / "sequential"))
         seq1 = _sequential_one_thread(cohort.manifest, tmp / "sequential-1")
         t = time.perf_counter()
         run_batch(cohort.manifest, tmp / "cluster", workers=2, stream=open("/dev/null", "w"))

@@ -39,6 +39,17 @@ COLUMNS = ("case_id", "line", "procedure", "target", "feasible", "error", "depth
            "target_diameter_mm", "n_candidates", "ruled_out", "seconds", "skipped", "folder")
 
 
+#: One thread per worker process, numerical libraries included: n workers on n cores, not 2n threads.
+ONE_THREAD = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def task_row(r: Row) -> dict[str, Any]:
+    """A manifest row as :func:`.tasks.plan_case` takes it (plain values, with its key and folder)."""
+    row = {**asdict(r), "key": r.key, "folder": r.folder}
+    row.pop("raw", None)
+    return row
+
+
 def _algorithm() -> str:
     from .. import __version__
     from ..anatomy.cache import algorithm_id
@@ -106,15 +117,13 @@ def _cluster(scheduler: str | None, workers: int, memory: str) -> tuple[Any, Any
         except OSError as exc:
             raise InputError(f"--scheduler {scheduler}: cannot reach it ({exc})") from None
         return client, None, f"scheduler {scheduler}"
-    # one thread per worker process, numerical libraries included: n workers on n cores, not 2n threads
-    one = {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     # Dask gives its workers MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's adaptive mmap
     # threshold: every large array of a case is then mapped, zeroed page by page and unmapped
     # again. Measured on a 60-row cohort: a case took 1.5 times as long (system time 3.5 times,
     # page faults 8 times). The nannies read it when they are made (and reuse it on a restart).
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory,
-                               dashboard_address="127.0.0.1:0", host="127.0.0.1", env=one)
+                               dashboard_address="127.0.0.1:0", host="127.0.0.1", env=ONE_THREAD)
     return Client(cluster), cluster, f"local cluster of {workers} worker processes, {memory} each"
 
 
@@ -175,9 +184,7 @@ def _run(todo: list[Row], d: Path, keys: dict[int, str], scheduler: str | None, 
                                                              priority=10)
         futures = []
         for r in todo:
-            row = {**asdict(r), "key": r.key, "folder": r.folder}
-            row.pop("raw", None)
-            futures.append(client.submit(plan_case, row, str(d), keys[r.line], report, pacs_config,
+            futures.append(client.submit(plan_case, task_row(r), str(d), keys[r.line], report, pacs_config,
                                          prepared.get((r.ct, r.modality)), n_best, pure=False,
                                          key=f"case-{r.case_id}-{r.key}"))
         progress = _Progress(len(futures), stream)
