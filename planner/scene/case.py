@@ -221,7 +221,6 @@ def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] 
     is then the structures' grid (:class:`~planner.images.image.ImageGrid`), enough for the 3D
     scene of surfaces and needles, until :func:`read_case_ct` reads and checks the CT."""
     from ..anatomy.slicer_seg import load_slicer_seg, read_grid
-    from ..images.image import ImageGrid, ImageMeta
     from ..planning.output import read_plan
 
     d = Path(plan_dir)
@@ -233,9 +232,8 @@ def load_case(plan_dir: str | os.PathLike[str], ct_path: str | os.PathLike[str] 
         ct = _read_ct(d, plan, source)
         sset = load_slicer_seg(seg, ct) if seg.is_file() else None
     else:
-        grid = read_grid(seg)
-        ct = ImageGrid(grid.shape, grid.affine, ImageMeta(modality=str(im.get("modality") or "CT"), source=str(source),
-                                                          frame_of_reference_uid=str(im.get("frame_of_reference_uid") or "")))
+        ct = read_grid(seg).with_meta(modality=str(im.get("modality") or "CT"), source=str(source),
+                                      frame_of_reference_uid=str(im.get("frame_of_reference_uid") or ""))
         sset = load_slicer_seg(seg, ct, ct_sha256=im.get("sha256"))
     rm = d / "risk_map.npz"
     risk = RiskMap.load(rm) if rm.is_file() else None
