@@ -84,3 +84,40 @@ def test_absurd_nifti_header_is_refused_before_allocating(tmp_path):
     path.write_bytes(gzip.compress(raw))
     with pytest.raises(InputError, match="header is probably corrupt"):
         load_image(path)
+
+
+@pytest.fixture
+def kept():
+    from planner.images import keep_loaded
+
+    keep_loaded(1)
+    yield keep_loaded
+    keep_loaded(0)
+
+
+def test_a_kept_scan_is_reused_only_while_its_files_are_unchanged(tmp_path, oblique, kept):
+    """A cohort worker keeps the last scan it loaded (planner.batch): the same image again while
+    the files are the ones read, and the new content as soon as any file changes."""
+    import os
+
+    nii = tmp_path / "ct.nii.gz"
+    save_image(oblique, nii)
+    first = load_image(nii)
+    assert load_image(nii) is first
+    assert not first.voxels.flags.writeable  # shared between cases: nobody may write into it
+    changed = Image(oblique.voxels + 1, oblique.affine, oblique.meta)
+    save_image(changed, nii)
+    again = load_image(nii)
+    assert again is not first and np.array_equal(again.voxels, changed.voxels)
+
+    folder = tmp_path / "dicom"
+    files = write_acquisition(folder, Acquisition(n_slices=12))
+    series = load_image(folder)
+    assert load_image(folder) is series
+    assert load_image(nii) is not again  # one scan kept: the folder took its place
+    os.remove(files[0])  # one slice gone: the folder is read again and says so
+    fewer = load_image(folder)
+    assert fewer is not series
+    assert (fewer.shape, fewer.meta.corrections) != (series.shape, series.meta.corrections)
+    kept(0)
+    assert load_image(folder) is not load_image(folder)  # the default: every load reads the files

@@ -8,7 +8,9 @@
 - On the cluster (a ``distributed.LocalCluster`` of ``--workers`` processes, one thread each,
   ``--memory-per-worker`` each; or any scheduler by ``--scheduler ADDRESS``): one task per CT to
   be segmented (the segmentation kept by voxel hash, shared by the cases on it), then one task
-  per row, which runs the same planning code as ``planner plan`` into ``DIR/cases/CASE/KEY``.
+  per row, which runs the same planning code as ``planner plan`` into ``DIR/cases/CASE/KEY``;
+  the rows on the largest scans go first (the last tasks, when a worker may wait for the
+  other, are short), and each worker keeps the last scan it read for the next row on it.
   Workers read the scans from their paths: nothing large goes through the scheduler. A failing
   row records its error and the others go on; the tasks of a worker that dies are run again
   elsewhere (Dask's own resilience).
@@ -154,18 +156,36 @@ def run_batch(manifest: str | os.PathLike[str], out: str | os.PathLike[str], *, 
           file=stream, flush=True)
     if todo:
         _run(todo, d, keys, scheduler, workers, memory, report, pacs_config, stream, counts, n_best, on_record)
+    records = write_table(d, rows, {r.line for r in todo})
+    counts["failed_total"] = sum(1 for rec in records if rec.get("error"))
+    return counts
+
+
+def write_table(d: Path, rows: list[Row], planned: set[int]) -> list[dict[str, Any]]:
+    """The results table and summary of ``rows`` from their records in ``d``; ``planned``: the
+    manifest lines planned in this run (the others were skipped). Returns the records."""
+    from .summary import write_results
+
     records = []
     for r in rows:
         rec = json.loads(record_path(d, r.case_id, r.key).read_text("utf-8"))
-        rec["skipped"] = r not in todo
+        rec["skipped"] = r.line not in planned
         rec["target"] = f"{r.target_kind}:{r.target_value}"
         rec["line"] = r.line
         records.append(rec)
-    from .summary import write_results
-
     write_results(d, records, COLUMNS)
-    counts["failed_total"] = sum(1 for rec in records if rec.get("error"))
-    return counts
+    return records
+
+
+def _scan_bytes(ct: str) -> int:
+    """The bytes of a scan's files (0 for a PACS series or a path that cannot be read)."""
+    p = Path(ct)
+    try:
+        if p.is_file():
+            return p.stat().st_size
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    except OSError:
+        return 0
 
 
 def _run(todo: list[Row], d: Path, keys: dict[int, str], scheduler: str | None, workers: int, memory: str,
@@ -176,6 +196,8 @@ def _run(todo: list[Row], d: Path, keys: dict[int, str], scheduler: str | None, 
     client, cluster, what = _cluster(scheduler, workers, memory)
     try:
         print(f"on a {what}; dashboard {client.dashboard_link}", file=stream, flush=True)
+        size = {ct: _scan_bytes(ct) for ct in {r.ct for r in todo}}
+        todo = sorted(todo, key=lambda r: -size[r.ct])  # the largest scans first: a short tail
         prepared: dict[tuple[str, str], Any] = {}
         for r in todo:
             if r.structures is None and r.modality == "CT" and (r.ct, r.modality) not in prepared:

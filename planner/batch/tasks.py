@@ -14,6 +14,10 @@ from typing import Any
 from ..atomic import write_json_atomic
 from ..errors import PlannerError
 
+#: Scans a worker keeps loaded between its tasks (planner.images.keep_loaded): the rows of a cohort
+#: on one CT (several targets each) read it once per worker.
+KEEP_SCANS = 1
+
 #: Structure classes a target's region is named by, most specific first.
 _REGION_CLASSES = ("lobe", "target", "fluid", "organ", "lung", "bone", "muscle")
 
@@ -48,8 +52,9 @@ def prepare_ct(ct: str, modality: str, pacs_config: str | None = None) -> dict[s
     the cases on it, on any worker, reuse it; returns what was done."""
     from ..anatomy.autoseg import segment_ct
     from ..anatomy.cache import cached_segmentation, store_segmentation
-    from ..images import load_image
+    from ..images import keep_loaded, load_image
 
+    keep_loaded(KEEP_SCANS)
     t = time.perf_counter()
     try:
         image = load_image(_local_ct(ct, pacs_config), None, modality)
@@ -122,9 +127,11 @@ def plan_case(row: dict[str, Any], out_dir: str, input_key: str, report: bool, p
               prepared: Any = None, n_best: int = 1) -> dict[str, Any]:
     """Plan one row with the same code as ``planner plan`` into its plan folder; its record (also
     written to ``records/``) says the figures, or the error."""
+    from ..images import keep_loaded
     from ..images.quiet import one_line
     from ..session import PlanRequest, TargetSpec, plan_and_write
 
+    keep_loaded(KEEP_SCANS)
     t = time.perf_counter()
     out = Path(out_dir)
     record: dict[str, Any] = {"case_id": row["case_id"], "line": row["line"], "key": row["key"],

@@ -2,7 +2,7 @@
 
 from .dicom import DicomScan, DicomSeries, load_dicom, load_series, scan_folder, select_series
 from .image import MAX_VOXELS, Image, ImageMeta
-from .io import load_image, save_image, source_kind
+from .io import keep_loaded, load_image, save_image, source_kind
 from .pet import SuvFactors, load_pet, read_pet, resample_to, suv_factors
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "DicomScan",
     "DicomSeries",
     "load_dicom",
+    "keep_loaded",
     "load_image",
     "load_pet",
     "read_pet",

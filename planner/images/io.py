@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from .dicom import Progress, load_dicom
@@ -20,6 +23,42 @@ def source_kind(path: str | os.PathLike[str]) -> str:
     if name.endswith(".nrrd") or name.endswith(".nhdr"):
         return "nrrd"
     return "dicom"
+
+
+#: Scans kept loaded in this process (see :func:`keep_loaded`), the most recent last.
+_KEPT: "OrderedDict[tuple[Any, ...], tuple[Any, Image]]" = OrderedDict()
+_KEEP = 0
+_KEPT_LOCK = threading.Lock()
+
+
+def keep_loaded(n: int) -> None:
+    """Keep the last ``n`` scans :func:`load_image` loaded in this process (0, the default: none),
+    and give the same :class:`Image` again while their files are unchanged: a cohort worker
+    planning several targets on one CT reads it once. An image is immutable (its voxels are
+    read-only), so sharing it is safe; a scan is reused only when every one of its files has the
+    same size, modification time and inode as when it was read. Memory: ``n`` scans more."""
+    global _KEEP
+    with _KEPT_LOCK:
+        _KEEP = max(0, int(n))
+        while len(_KEPT) > _KEEP:
+            _KEPT.popitem(last=False)
+
+
+def _files_signature(p: Path) -> tuple[Any, ...] | None:
+    """What says a scan's files are the ones read before (None when it cannot be told)."""
+    try:
+        if p.is_file():
+            st = p.stat()
+            return ((p.name, st.st_size, st.st_mtime_ns, st.st_ino),)
+        sig = []
+        for dirpath, dirnames, filenames in os.walk(p):
+            dirnames.sort()
+            for name in sorted(filenames):
+                st = os.stat(os.path.join(dirpath, name))
+                sig.append((os.path.relpath(os.path.join(dirpath, name), p), st.st_size, st.st_mtime_ns, st.st_ino))
+        return tuple(sig)
+    except OSError:
+        return None
 
 
 def load_image(
@@ -41,6 +80,30 @@ def load_image(
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
+    if not _KEEP:
+        return _load_image(p, series_uid, modality, progress, echo, phase)
+    key = (str(p.resolve()), series_uid, modality, echo, phase)
+    sig = _files_signature(p)
+    with _KEPT_LOCK:
+        kept = _KEPT.get(key)
+        if kept is not None and sig is not None and kept[0] == sig:
+            _KEPT.move_to_end(key)
+            return kept[1]
+        _KEPT.pop(key, None)
+        while _KEPT and len(_KEPT) >= _KEEP:  # freed before the new scan is read: n scans at most
+            _KEPT.popitem(last=False)
+    image = _load_image(p, series_uid, modality, progress, echo, phase)
+    if sig is not None and sig == _files_signature(p):  # not changed while it was read
+        with _KEPT_LOCK:
+            if _KEEP:
+                _KEPT[key] = (sig, image)
+                while len(_KEPT) > _KEEP:
+                    _KEPT.popitem(last=False)
+    return image
+
+
+def _load_image(p: Path, series_uid: str | None, modality: str | None, progress: Progress | None,
+                echo: int | None, phase: int | None) -> Image:
     kind = source_kind(p)
     if kind == "dicom":
         return load_dicom(p, series_uid=series_uid, modality=modality, progress=progress, echo=echo, phase=phase)
