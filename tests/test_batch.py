@@ -290,3 +290,22 @@ def test_local_cluster_workers_keep_the_adaptive_malloc_threshold():
     assert "1 worker" in what and len(env) == 1
     (got,) = env.values()
     assert got == {"MALLOC_TRIM_THRESHOLD_": None, "NUMBA_NUM_THREADS": "1"}
+
+
+def test_a_ct_not_yet_segmented_is_segmented_once_while_the_other_worker_waits(tmp_path, monkeypatch):
+    """Rows on a CT planned with the automatic segmentation: the first case segments it and keeps
+    it by voxel hash; the other worker, started on the same CT at the same time, waits for it
+    instead of segmenting it a second time (a chest CT takes minutes)."""
+    from planner.batch.run import run_batch
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PLANNER_CACHE", str(cache))  # an empty segmentation cache, for the workers too
+    rows = [{"case_id": f"thorax-{n}", "ct": str(THORAX / "ct"), "procedure": "lung-biopsy", "target": t}
+            for n, t in enumerate(("60,10,5", "-60,10,5", "55,20,20", "-55,20,20"))]
+    counts = run_batch(_write(tmp_path / "m.csv", rows), tmp_path / "out", workers=2)
+    assert counts["planned"] == 4 and counts["failed_total"] == 0
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "records").glob("*.json"))]
+    how = sorted(r["segmentation"] for r in records)
+    assert how.count("segmented") == 1, how
+    assert {"already segmented", "segmented by another worker"} >= set(how) - {"segmented"}
+    assert len([d for d in (cache / "segmentations").iterdir() if not d.name.startswith(".")]) == 1

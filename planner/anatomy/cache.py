@@ -42,6 +42,18 @@ def _entry(ct: Image, root: Path | None = None) -> Path:
     return (root or cache_root()) / ct.sha256
 
 
+def has_segmentation(ct: Image, root: Path | None = None) -> bool:
+    """Whether an entry for exactly this CT by this segmentation code is there (its info read,
+    not its masks: :func:`cached_segmentation` still checks the masks)."""
+    d = _entry(ct, root)
+    try:
+        info = json.loads((d / "info.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(info, dict) and info.get("algorithm") == algorithm_id()
+            and info.get("voxel_sha256") == ct.sha256 and (d / "structures.seg.nrrd").is_file())
+
+
 def cached_segmentation(ct: Image, root: Path | None = None) -> StructureSet | None:
     """The segmentation stored for exactly this CT by this segmentation code, or None."""
     from .slicer_seg import load_slicer_seg

@@ -6,9 +6,10 @@
   whose record (``DIR/records/``) has the same key and whose plan folder is there is skipped;
   anything changed re-runs only the rows it touches.
 - On the cluster (a ``distributed.LocalCluster`` of ``--workers`` processes, one thread each,
-  ``--memory-per-worker`` each; or any scheduler by ``--scheduler ADDRESS``): one task per CT to
-  be segmented (the segmentation kept by voxel hash, shared by the cases on it), then one task
-  per row, which runs the same planning code as ``planner plan`` into ``DIR/cases/CASE/KEY``;
+  ``--memory-per-worker`` each; or any scheduler by ``--scheduler ADDRESS``): one task per row,
+  which runs the same planning code as ``planner plan`` into ``DIR/cases/CASE/KEY``. A CT's
+  automatic segmentation is made once, by the first case on it (the others wait on a Dask lock),
+  and kept by voxel hash for every case on it;
   the rows on the largest scans go first (the last tasks, when a worker may wait for the
   other, are short), and each worker keeps the last scan it read for the next row on it.
   Workers read the scans from their paths: nothing large goes through the scheduler. A failing
@@ -29,9 +30,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from ..errors import InputError
 from .manifest import Row, read_manifest
-from .tasks import content_hash, plan_case, prepare_ct, record_path
+from .tasks import content_hash, plan_case, record_path
 
 DEFAULT_MEMORY = "6GiB"
 #: The columns of the results table, in order.
@@ -177,14 +180,26 @@ def write_table(d: Path, rows: list[Row], planned: set[int]) -> list[dict[str, A
     return records
 
 
-def _scan_bytes(ct: str) -> int:
-    """The bytes of a scan's files (0 for a PACS series or a path that cannot be read)."""
+def _scan_size(ct: str) -> int:
+    """About how large a scan is, in bytes of voxels: a NIfTI's or NRRD's header shape (its file
+    is compressed), a DICOM folder's bytes; 0 for a PACS series or a file that cannot be read."""
+    from ..images import source_kind
+
     p = Path(ct)
     try:
+        kind = source_kind(p)
+        if kind == "nifti":
+            import nibabel as nib
+
+            return 2 * int(np.prod(nib.load(str(p)).header.get_data_shape()))
+        if kind == "nrrd":
+            import nrrd
+
+            return 2 * int(np.prod(nrrd.read_header(str(p))["sizes"]))
         if p.is_file():
             return p.stat().st_size
         return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    except OSError:
+    except Exception:  # noqa: BLE001 - only an order: the case itself says what is wrong with its scan
         return 0
 
 
@@ -196,19 +211,14 @@ def _run(todo: list[Row], d: Path, keys: dict[int, str], scheduler: str | None, 
     client, cluster, what = _cluster(scheduler, workers, memory)
     try:
         print(f"on a {what}; dashboard {client.dashboard_link}", file=stream, flush=True)
-        size = {ct: _scan_bytes(ct) for ct in {r.ct for r in todo}}
+        size = {ct: _scan_size(ct) for ct in {r.ct for r in todo}}
         todo = sorted(todo, key=lambda r: -size[r.ct])  # the largest scans first: a short tail
-        prepared: dict[tuple[str, str], Any] = {}
-        for r in todo:
-            if r.structures is None and r.modality == "CT" and (r.ct, r.modality) not in prepared:
-                prepared[(r.ct, r.modality)] = client.submit(prepare_ct, r.ct, r.modality, pacs_config, pure=False,
-                                                             key=f"prepare-{hashlib.sha1(r.ct.encode()).hexdigest()}",
-                                                             priority=10)
         futures = []
-        for r in todo:
-            futures.append(client.submit(plan_case, task_row(r), str(d), keys[r.line], report, pacs_config,
-                                         prepared.get((r.ct, r.modality)), n_best, pure=False,
-                                         key=f"case-{r.case_id}-{r.key}"))
+        for n, r in enumerate(todo):  # in this order: one task group, and falling priorities (with a
+            # group per case id, Dask ran the small groups first, between rows of one scan)
+            futures.append(client.submit(plan_case, task_row(r), str(d), keys[r.line], report, pacs_config, n_best,
+                                         pure=False, key=("planner-case", f"{r.case_id}-{r.key}"),
+                                         priority=len(todo) - n))
         progress = _Progress(len(futures), stream)
         done = 0
         t0 = time.perf_counter()

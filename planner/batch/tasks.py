@@ -47,27 +47,49 @@ def _local_ct(ct: str, pacs_config: str | None) -> str:
     return str(folder)
 
 
-def prepare_ct(ct: str, modality: str, pacs_config: str | None = None) -> dict[str, Any]:
-    """Load a CT and keep its automatic segmentation by voxel hash (planner.anatomy.cache), so that
-    the cases on it, on any worker, reuse it; returns what was done."""
+def _segmentation_lock(name: str) -> Any:
+    """On a cluster worker, a Dask lock of this name (held by one worker of the cluster at a time);
+    in a plain process, nothing to wait for."""
+    import contextlib
+
+    try:
+        from distributed import Lock, get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return contextlib.nullcontext()
+    return Lock(name)
+
+
+def ensure_segmented(ct: str, modality: str, source: str = "") -> str:
+    """Make sure the segmentation cache (planner.anatomy.cache) holds this CT's automatic
+    segmentation, kept by voxel hash for every case on it, on any worker. One worker segments a CT
+    while the others that need it wait (the first case on a CT that is not in the cache); the
+    scan stays loaded for the case (``KEEP_SCANS``). ``ct``: a local path (``source``: what the
+    manifest named, kept with the segmentation). Returns what was done."""
     from ..anatomy.autoseg import segment_ct
-    from ..anatomy.cache import cached_segmentation, store_segmentation
+    from ..anatomy.cache import has_segmentation, store_segmentation
     from ..images import keep_loaded, load_image
 
     keep_loaded(KEEP_SCANS)
-    t = time.perf_counter()
-    try:
-        image = load_image(_local_ct(ct, pacs_config), None, modality)
-        if cached_segmentation(image) is None:
-            store_segmentation(image, segment_ct(image), source=str(ct))
-            done = "segmented"
-        else:
-            done = "already segmented"
-        return {"ct": ct, "ok": True, "done": done, "seconds": round(time.perf_counter() - t, 1)}
-    except PlannerError as exc:  # said by each case on this CT, with the same reason
-        from ..images.quiet import one_line
+    image = load_image(ct, None, modality)
+    if has_segmentation(image):
+        return "already segmented"
+    if image.sha256 in _SEGMENTATION_FAILED:  # said again for each case on it, not tried again
+        raise PlannerError(_SEGMENTATION_FAILED[image.sha256])
+    with _segmentation_lock(f"planner-segment-{image.sha256}"):
+        if has_segmentation(image):  # by another worker while this one waited
+            return "segmented by another worker"
+        try:
+            store_segmentation(image, segment_ct(image), source=source or ct)
+        except PlannerError as exc:
+            _SEGMENTATION_FAILED[image.sha256] = str(exc)
+            raise
+    return "segmented"
 
-        return {"ct": ct, "ok": False, "error": one_line(exc)}
+
+#: Voxel hash -> why its automatic segmentation failed, in this worker process.
+_SEGMENTATION_FAILED: dict[str, str] = {}
 
 
 def _region(session: Any, point: Any, near_mm: float = 15.0) -> str:
@@ -124,7 +146,7 @@ def summarize(plan: Any, session: Any) -> dict[str, Any]:
 
 
 def plan_case(row: dict[str, Any], out_dir: str, input_key: str, report: bool, pacs_config: str | None = None,
-              prepared: Any = None, n_best: int = 1) -> dict[str, Any]:
+              n_best: int = 1) -> dict[str, Any]:
     """Plan one row with the same code as ``planner plan`` into its plan folder; its record (also
     written to ``records/``) says the figures, or the error."""
     from ..images import keep_loaded
@@ -138,9 +160,10 @@ def plan_case(row: dict[str, Any], out_dir: str, input_key: str, report: bool, p
                               "folder": row["folder"], "input_key": input_key, "procedure": row["procedure"],
                               "ct": row["ct"], "feasible": None, "error": ""}
     try:
-        if isinstance(prepared, dict) and not prepared.get("ok", True):
-            raise PlannerError(prepared["error"])
-        request = PlanRequest(_local_ct(row["ct"], pacs_config), row["procedure"],
+        ct = _local_ct(row["ct"], pacs_config)
+        if row["structures"] is None and row["modality"] == "CT":
+            record["segmentation"] = ensure_segmented(ct, row["modality"], row["ct"])
+        request = PlanRequest(ct, row["procedure"],
                               [TargetSpec(row["target_kind"], row["target_value"])], structures=row["structures"],
                               modality=row["modality"], approach=row["approach"], side=row["side"], n_best=n_best)
         session, plan, _ = plan_and_write(request, out / row["folder"], report=report)
