@@ -550,3 +550,33 @@ def test_dicom_over_tls(tmp_path, capsys):
         assert "PACS node plain" in err and ("aborted" in err or "did not answer" in err)
     finally:
         server.stop()
+
+
+def test_a_cohort_on_pacs_series_pulls_each_once_though_two_workers_ask_at_once(orthanc, demo_stored, tmp_path,
+                                                                                 monkeypatch):
+    """``planner batch`` rows whose ct is ``pacs:NODE:SERIES``: both workers start on the same
+    series with an empty cache and pull it at the same time; each case plans, the cache keeps one
+    complete copy, and a series the node does not hold is that row's error alone."""
+    import csv
+
+    monkeypatch.setenv("PLANNER_CACHE", str(tmp_path / "cache"))  # for the worker processes too
+    cfg = temporary_config(tmp_path, orthanc, listen_port=orthanc.listen_port)
+    series = demo_stored[2]
+    rows = [{"case_id": f"pacs-{n}", "ct": f"pacs:pacs:{series}", "procedure": "lung-biopsy",
+             "structures": str(DEMO_STRUCTURES), "target_label": "lung_nodule"} for n in range(3)]
+    rows.append({"case_id": "gone", "ct": "pacs:pacs:1.2.826.0.1.3680043.8.498.1", "procedure": "lung-biopsy",
+                 "structures": str(DEMO_STRUCTURES), "target_label": "lung_nodule"})
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert main(["batch", str(manifest), "--out", str(tmp_path / "out"), "--workers", "2",
+                 "--pacs-config", str(cfg)]) == 0
+    with open(tmp_path / "out" / "results.csv", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["feasible"] for r in table[:3]] == ["True"] * 3, [r["error"] for r in table]
+    assert table[3]["feasible"] == "" and "no series" in table[3]["error"]
+    copies = list((tmp_path / "cache" / "pacs" / series).iterdir())
+    assert len(copies) == 1 and not copies[0].name.startswith("."), copies  # no half copy left behind
+    assert len([f for f in copies[0].iterdir() if f.name != "manifest.json"]) == len(demo_stored[0])

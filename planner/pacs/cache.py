@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -55,10 +56,36 @@ def fetch_series(cfg: PacsConfig, node: Node, series_uid: str, *, via: str = "ge
     folder = (root or cache_root()) / series_uid / key
     if _intact(folder):
         return folder, False
-    if folder.exists():
-        shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    files = pull(cfg, node, series_uid, folder, via=via, progress=progress)
-    write_json_atomic({"series_instance_uid": series_uid, "node": node.name,
-                       "files": {f.name: _sha256(f) for f in files}}, folder / "manifest.json")
+    # Pulled into a folder of this process's own, with its manifest, then renamed into place whole:
+    # two processes pulling the same series at once (two cohort workers) each keep a complete
+    # copy until one of them is in place, and nobody removes a copy another is reading.
+    mine = folder.parent / f".{key}.{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        files = pull(cfg, node, series_uid, mine, via=via, progress=progress)
+        write_json_atomic({"series_instance_uid": series_uid, "node": node.name,
+                           "files": {f.name: _sha256(f) for f in files}}, mine / "manifest.json")
+        _put_in_place(mine, folder)
+    finally:
+        if mine.exists():
+            shutil.rmtree(mine, ignore_errors=True)
     return folder, True
+
+
+def _put_in_place(mine: Path, folder: Path) -> None:
+    """Rename a complete copy to ``folder``. An intact copy already there (another process's, of
+    the same instances) stays; a damaged one is moved aside first, then removed."""
+    for _ in range(5):
+        try:
+            os.rename(mine, folder)  # atomic; refused when folder is a folder that holds files
+            return
+        except OSError:
+            if _intact(folder):
+                return
+        aside = folder.parent / f".{folder.name}.damaged-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.rename(folder, aside)
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"{folder}: could not be put in place")
