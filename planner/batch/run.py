@@ -212,7 +212,8 @@ def _run(todo: list[Row], d: Path, keys: dict[int, str], scheduler: str | None, 
     try:
         print(f"on a {what}; dashboard {client.dashboard_link}", file=stream, flush=True)
         size = {ct: _scan_size(ct) for ct in {r.ct for r in todo}}
-        todo = sorted(todo, key=lambda r: -size[r.ct])  # the largest scans first: a short tail
+        todo = sorted(todo, key=lambda r: (-size[r.ct], r.ct))  # the largest scans first (a short tail),
+        # the rows of one scan together (a worker keeps the last scan it read)
         futures = []
         for n, r in enumerate(todo):  # in this order: one task group, and falling priorities (with a
             # group per case id, Dask ran the small groups first, between rows of one scan)
