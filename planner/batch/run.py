@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
-
-import numpy as np
 
 from ..errors import InputError
 from .manifest import Row, read_manifest
@@ -191,11 +190,11 @@ def _scan_size(ct: str) -> int:
         if kind == "nifti":
             import nibabel as nib
 
-            return 2 * int(np.prod(nib.load(str(p)).header.get_data_shape()))
+            return 2 * math.prod(int(n) for n in nib.load(str(p)).header.get_data_shape())
         if kind == "nrrd":
             import nrrd
 
-            return 2 * int(np.prod(nrrd.read_header(str(p))["sizes"]))
+            return 2 * math.prod(int(n) for n in nrrd.read_header(str(p))["sizes"])
         if p.is_file():
             return p.stat().st_size
         return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .dicom import Progress, load_dicom
+from .dicom import Progress, _list_files, load_dicom
 from .image import Image
 from .nifti import load_nifti, save_nifti
 from .nrrd_io import load_nrrd, save_nrrd
@@ -47,16 +47,8 @@ def keep_loaded(n: int) -> None:
 def _files_signature(p: Path) -> tuple[Any, ...] | None:
     """What says a scan's files are the ones read before (None when it cannot be told)."""
     try:
-        if p.is_file():
-            st = p.stat()
-            return ((p.name, st.st_size, st.st_mtime_ns, st.st_ino),)
-        sig = []
-        for dirpath, dirnames, filenames in os.walk(p):
-            dirnames.sort()
-            for name in sorted(filenames):
-                st = os.stat(os.path.join(dirpath, name))
-                sig.append((os.path.relpath(os.path.join(dirpath, name), p), st.st_size, st.st_mtime_ns, st.st_ino))
-        return tuple(sig)
+        return tuple((str(f.relative_to(p)) if f != p else f.name, st.st_size, st.st_mtime_ns, st.st_ino)
+                     for f in _list_files(p) for st in (f.stat(),))
     except OSError:
         return None
 
